@@ -1,0 +1,279 @@
+"""The ``asr`` command: transcribe, vad, download, verify, info (and the service commands).
+
+Heavy imports (torch, FunASR) happen only in the commands that need them, after the
+arguments are parsed, so ``asr --help`` and ``asr verify`` stay instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from asr.config import Settings, load_settings
+from asr.errors import AsrError
+
+logger = logging.getLogger("asr.cli")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="config file (default: $ASR_CONFIG or ./config.yaml)")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="override log_level")
+
+
+def _runtime_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", choices=["vad", "asr", "asr+punc", "vad+asr+punc"], help="models to load")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"], help="numeric mode")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "profile", None):
+        overrides.setdefault("models", {})["profile"] = args.profile
+    for flag in ("device", "precision", "threads"):
+        if getattr(args, flag, None) is not None:
+            overrides.setdefault("runtime", {})[flag] = getattr(args, flag)
+    if getattr(args, "log_level", None):
+        overrides["log_level"] = args.log_level
+    return load_settings(args.config, **overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asr", description="Offline Chinese speech recognition (FunASR Paraformer-large)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("transcribe", help="transcribe audio or video files")
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    p.add_argument("--format", default="txt,srt", help="comma-separated: txt,srt,vtt,json,tsv (default txt,srt)")
+    p.add_argument("--out", type=Path, default=Path("."), help="output directory (default: current)")
+    p.add_argument("--no-punc", action="store_true", help="skip punctuation")
+    _runtime_flags(p)
+    _common(p)
+
+    p = sub.add_parser("vad", help="speech segments only (the FSMN-VAD service)")
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    p.add_argument("--format", default="txt", help="comma-separated: txt,json,csv (default txt)")
+    p.add_argument("--out", type=Path, default=None, help="write files here instead of printing")
+    _runtime_flags(p)
+    _common(p)
+
+    p = sub.add_parser("download", help="fetch the pinned models into the cache (needs the network)")
+    _common(p)
+    p = sub.add_parser("verify", help="check the cached models against their sha256 manifests (offline)")
+    _common(p)
+    p = sub.add_parser("info", help="device, precision, models and versions")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _runtime_flags(p)
+    _common(p)
+    return parser
+
+
+# ---- commands ------------------------------------------------------------------------------
+
+
+def _progress_bar(name: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, desc=name[:30], unit="%", leave=False, file=sys.stderr,
+               bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix}")
+
+    def update(stage: str, fraction: float) -> None:
+        bar.n = round(fraction * 100)
+        bar.set_postfix_str(stage, refresh=False)
+        bar.refresh()
+
+    return bar, update
+
+
+def _unique_stem(path: Path, used: set[str]) -> str:
+    stem, n = path.stem or "audio", 1
+    candidate = stem
+    while candidate in used:
+        n += 1
+        candidate = f"{stem}-{n}"
+    used.add(candidate)
+    return candidate
+
+
+def cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
+    from asr.writers import WRITERS, parse_formats
+
+    formats = parse_formats(args.format, WRITERS)
+    if settings.models.profile == "vad":
+        raise AsrError("the vad profile cannot transcribe; use `asr vad` or another --profile")
+    pipeline = _load_pipeline(settings)
+    from asr.types import TranscribeOptions
+
+    options = TranscribeOptions(punctuate=not args.no_punc)
+    args.out.mkdir(parents=True, exist_ok=True)
+    failures, used = 0, set()
+    for path in args.files:
+        bar, update = _progress_bar(path.name)
+        started = time.perf_counter()
+        try:
+            transcript = pipeline.transcribe(path, options, progress=update)
+        except AsrError as e:
+            bar.close()
+            print(f"{path}: error: {e}", file=sys.stderr)
+            failures += 1
+            continue
+        finally:
+            bar.close()
+        stem = _unique_stem(path, used)
+        written = []
+        for fmt in formats:
+            target = args.out / f"{stem}.{WRITERS[fmt].extension}"
+            with open(target, "w", encoding="utf-8") as f:
+                WRITERS[fmt].write(transcript, f, settings.output)
+            written.append(str(target))
+        wall = time.perf_counter() - started
+        rtf = wall / transcript.duration_s if transcript.duration_s else 0.0
+        print(f"{path}: audio {transcript.duration_s:.1f} s, wall {wall:.2f} s, RTF {rtf:.4f} -> {', '.join(written)}")
+    return 1 if failures else 0
+
+
+def cmd_vad(args: argparse.Namespace, settings: Settings) -> int:
+    from asr.writers import VAD_WRITERS, parse_formats
+
+    formats = parse_formats(args.format, VAD_WRITERS)
+    settings = settings.model_copy(update={"models": settings.models.model_copy(update={"profile": "vad"})})
+    pipeline = _load_pipeline(settings)
+    failures, used = 0, set()
+    for path in args.files:
+        try:
+            result = pipeline.detect_speech(path)
+        except AsrError as e:
+            print(f"{path}: error: {e}", file=sys.stderr)
+            failures += 1
+            continue
+        if args.out is None:
+            print(f"# {path}: {len(result.segments)} speech segments in {result.duration_s:.1f} s")
+            for fmt in formats:
+                VAD_WRITERS[fmt].write(result, sys.stdout)
+            continue
+        args.out.mkdir(parents=True, exist_ok=True)
+        stem = _unique_stem(path, used)
+        for fmt in formats:
+            with open(args.out / f"{stem}.vad.{fmt}", "w", encoding="utf-8", newline="") as f:
+                VAD_WRITERS[fmt].write(result, f)
+        print(f"{path}: {len(result.segments)} speech segments -> {args.out}/{stem}.vad.{{{','.join(formats)}}}")
+    return 1 if failures else 0
+
+
+def _load_pipeline(settings: Settings):
+    from asr.loading import load_models
+    from asr.pipeline import Pipeline
+
+    return Pipeline(load_models(settings), settings)
+
+
+def cmd_download(args: argparse.Namespace, settings: Settings) -> int:
+    from asr.download import download_models
+
+    for report in download_models(settings):
+        state = "downloaded" if report.downloaded else "already complete (no network used)"
+        print(f"{report.role}: {report.model_id}@{report.revision} {state} -> {report.directory}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from asr.download import verify_models
+
+    for manifest in verify_models(settings):
+        print(f"{manifest['role']}: {manifest['model_id']}@{manifest['revision']} ok ({len(manifest['files'])} files)")
+    return 0
+
+
+def gather_info(settings: Settings) -> dict[str, Any]:
+    """What `asr info` reports, without loading the models."""
+    import platform
+
+    from asr import __version__
+    from asr.model_files import check_required_files, locate_model, roles_for_profile
+
+    info: dict[str, Any] = {
+        "asr_service": __version__,
+        "python": platform.python_version(),
+        "profile": settings.models.profile,
+        "cache_dir": str(settings.models.resolved_cache_dir()),
+        "models": {},
+    }
+    try:
+        import torch
+
+        from asr.loading import resolve_device
+
+        info["torch"] = torch.__version__
+        info["cuda_available"] = torch.cuda.is_available()
+        info["device"] = str(resolve_device(settings.runtime.device))
+    except AsrError as e:
+        info["device"] = f"error: {e}"
+    from asr.funasr_import import funasr_version
+
+    info["funasr"] = funasr_version()
+    info["precision"] = settings.runtime.precision
+    for role in roles_for_profile(settings.models.profile):
+        spec = getattr(settings.models, role)
+        entry: dict[str, Any] = {"id": spec.id, "revision": spec.revision}
+        try:
+            location = locate_model(settings.models, role)
+            check_required_files(location)
+            entry.update(path=str(location.directory), status="ok", random_weights=location.is_test_model)
+        except AsrError as e:
+            entry.update(status=f"missing: {e}")
+        info["models"][role] = entry
+    return info
+
+
+def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
+    info = gather_info(settings)
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False, indent=2))
+        return 0
+    for key in ("asr_service", "python", "torch", "funasr", "device", "cuda_available", "precision", "profile", "cache_dir"):
+        if key in info:
+            print(f"{key:14} {info[key]}")
+    for role, entry in info["models"].items():
+        flag = "  [RANDOM WEIGHTS: test model]" if entry.get("random_weights") else ""
+        print(f"{role:14} {entry['id']}@{entry['revision']}")
+        print(f"{'':14} {entry.get('path', '')} {entry['status']}{flag}")
+    return 0
+
+
+COMMANDS = {
+    "transcribe": cmd_transcribe,
+    "vad": cmd_vad,
+    "download": cmd_download,
+    "verify": cmd_verify,
+    "info": cmd_info,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from asr.logs import setup_logging
+
+    try:
+        settings = _settings(args)
+        setup_logging(settings.log_level if args.log_level or args.command != "transcribe" else "WARNING")
+        return COMMANDS[args.command](args, settings)
+    except AsrError as e:
+        print(f"asr {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # bad flag values (formats, ...)
+        print(f"asr {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The errors a user can cause or meet, each with a message written for that user.
+
+The UI and the HTTP API turn these into friendly text and status codes; anything
+that is not an ``AsrError`` is a bug and is logged with its traceback.
+"""
+
+from __future__ import annotations
+
+
+class AsrError(Exception):
+    """Base class: ``str(error)`` is safe and meaningful to show to a user."""
+
+    #: HTTP status the API answers with for this kind of error.
+    http_status: int = 500
+    #: Short machine-readable code, stable across releases (API clients match on it).
+    code: str = "internal_error"
+
+
+# ---- audio input ---------------------------------------------------------------------------
+
+
+class AudioError(AsrError):
+    """The uploaded file cannot be used as audio."""
+
+    http_status = 400
+    code = "bad_audio"
+
+
+class EmptyFileError(AudioError):
+    code = "empty_file"
+
+
+class NotAudioError(AudioError):
+    http_status = 415
+    code = "not_audio"
+
+
+class NoAudioTrackError(AudioError):
+    http_status = 415
+    code = "no_audio_track"
+
+
+class CorruptAudioError(AudioError):
+    code = "corrupt_audio"
+
+
+class UnsupportedCodecError(AudioError):
+    http_status = 415
+    code = "unsupported_codec"
+
+
+class AudioTooLongError(AudioError):
+    http_status = 413
+    code = "audio_too_long"
+
+
+class FileTooLargeError(AudioError):
+    http_status = 413
+    code = "file_too_large"
+
+
+class DecoderFailedError(AudioError):
+    """The decoder process crashed, hung or ran out of memory on this file."""
+
+    code = "decoder_failed"
+
+
+# ---- models and configuration -------------------------------------------------------------
+
+
+class ConfigError(AsrError):
+    code = "config_error"
+
+
+class ModelError(AsrError):
+    """A model directory is missing, incomplete or does not match its manifest."""
+
+    http_status = 503
+    code = "model_error"
+
+
+class ModelNotFoundError(ModelError):
+    code = "model_not_found"
+
+
+class ModelIncompleteError(ModelError):
+    code = "model_incomplete"
+
+
+class ManifestMismatchError(ModelError):
+    code = "manifest_mismatch"
+
+
+class DownloadError(ModelError):
+    code = "download_failed"
+
+
+# ---- running --------------------------------------------------------------------------------
+
+
+class EngineBusyError(AsrError):
+    """The bounded queue is full; the client should retry later."""
+
+    http_status = 503
+    code = "busy"
+
+
+class EngineNotReadyError(AsrError):
+    http_status = 503
+    code = "not_ready"
+
+
+class JobNotFoundError(AsrError):
+    http_status = 404
+    code = "job_not_found"
+
+
+class JobCancelledError(AsrError):
+    http_status = 409
+    code = "cancelled"
+
+
+class OutOfMemoryError(AsrError):
+    """Even the smallest batch did not fit in device memory."""
+
+    http_status = 507
+    code = "out_of_memory"
+
+
+class StorageFullError(AsrError):
+    http_status = 507
+    code = "storage_full"
+
+
+class FatalDeviceError(AsrError):
+    """The device is in a state the process cannot recover from (e.g. a sticky CUDA error).
+
+    The service exits non-zero on this so that its supervisor restarts it.
+    """
+
+    code = "device_failed"

@@ -1,0 +1,93 @@
+"""Import only the FunASR modules a model config names.
+
+``import funasr`` walks and imports every one of its ~700 submodules (7-8 s on two cores,
+plus sklearn and friends). We register a bare ``funasr`` package object instead, so that
+``import funasr.models.x`` runs only what ``x`` needs; FunASR's registry is filled by the
+modules we import. A class name we do not know falls back to FunASR's full import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import io
+import logging
+import sys
+import types
+
+logger = logging.getLogger(__name__)
+
+#: Registry name -> module that registers it (the classes the pinned models and their
+#: lighter siblings use). Anything else triggers the full ``import funasr``.
+KNOWN_MODULES: dict[str, str] = {
+    # models
+    "BiCifParaformer": "funasr.models.bicif_paraformer.model",
+    "Paraformer": "funasr.models.paraformer.model",
+    "SeacoParaformer": "funasr.models.seaco_paraformer.model",
+    "FsmnVADStreaming": "funasr.models.fsmn_vad_streaming.model",
+    "CTTransformer": "funasr.models.ct_transformer.model",
+    # encoders / decoders / predictors
+    "SANMEncoder": "funasr.models.sanm.encoder",
+    "ParaformerSANMDecoder": "funasr.models.paraformer.decoder",
+    "CifPredictorV2": "funasr.models.paraformer.cif_predictor",
+    "CifPredictorV3": "funasr.models.bicif_paraformer.cif_predictor",
+    "FSMN": "funasr.models.fsmn_vad_streaming.encoder",
+    # frontends / tokenizers
+    "WavFrontend": "funasr.frontends.wav_frontend",
+    "WavFrontendOnline": "funasr.frontends.wav_frontend",
+    "CharTokenizer": "funasr.tokenizer.char_tokenizer",
+}
+
+
+def _install_bare_package() -> None:
+    if "funasr" in sys.modules:
+        return
+    spec = importlib.util.find_spec("funasr")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("funasr is not installed")
+    package = types.ModuleType("funasr")
+    package.__path__ = list(spec.submodule_search_locations)
+    package.__file__ = spec.origin
+    package.__spec__ = spec
+    with open(spec.submodule_search_locations[0] + "/version.txt", encoding="utf-8") as f:
+        package.__version__ = f.read().strip()
+    sys.modules["funasr"] = package
+
+
+def _quiet_import(module: str) -> types.ModuleType:
+    # FunASR prints notices (about ffmpeg, urllib) on import; they are noise in our logs.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return importlib.import_module(module)
+
+
+def import_registered(*names: str) -> None:
+    """Make sure FunASR's registry knows ``names`` (model, encoder, frontend, ... classes)."""
+    _install_bare_package()
+    unknown = [n for n in names if n and n not in KNOWN_MODULES]
+    for name in names:
+        if name in KNOWN_MODULES:
+            _quiet_import(KNOWN_MODULES[name])
+    if unknown:
+        logger.info("FunASR classes %s need FunASR's full import", unknown)
+        full = _quiet_import("funasr")
+        if hasattr(full, "import_submodules"):
+            with contextlib.redirect_stdout(io.StringIO()):
+                full.import_submodules("funasr")
+        else:  # our bare package is in place: import everything below it
+            import pkgutil
+
+            for info in pkgutil.walk_packages(full.__path__, "funasr."):
+                with contextlib.suppress(Exception):
+                    _quiet_import(info.name)
+
+
+def registry():
+    """FunASR's class registry (``tables``)."""
+    _install_bare_package()
+    return _quiet_import("funasr.register").tables
+
+
+def funasr_version() -> str:
+    _install_bare_package()
+    return getattr(sys.modules["funasr"], "__version__", "unknown")

@@ -1,0 +1,313 @@
+"""decode → VAD → batched ASR → punctuation → sentences, streamed with bounded memory.
+
+Audio arrives in chunks from the decoder. The segmenter (FSMN-VAD, or fixed windows)
+turns it into speech segments as it goes; their samples are cut out of a short rolling
+buffer, and recognition runs whenever enough speech is pending to fill a few batches.
+Only text and timestamps accumulate, so an hour of audio costs no more memory than ten
+minutes. Punctuation then runs once over the whole text.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+
+from asr.audio import SAMPLE_RATE, probe_audio, stream_audio
+from asr.batching import plan_batches
+from asr.config import Settings
+from asr.errors import ConfigError, FatalDeviceError, OutOfMemoryError
+from asr.loading import ModelSet
+from asr.punctuate import Punctuation, Punctuator, join_segment_texts
+from asr.recognize import RecognizedSegment, Recognizer, frames_for
+from asr.sentences import build_sentences, join_words, per_segment_sentences
+from asr.types import (
+    ProgressCallback,
+    SpeechSegment,
+    StageTimings,
+    TranscribeOptions,
+    Transcript,
+    VadResult,
+)
+from asr.vad import VAD_BLOCK_MS, FixedSegmenter, SpeechDetector
+
+logger = logging.getLogger(__name__)
+
+#: A file path, a whole 16 kHz float32 array, or an iterable of such chunks.
+AudioSource = Union[str, os.PathLike, np.ndarray, Iterable[np.ndarray]]
+
+CHUNK_S = 10.0
+SAMPLES_PER_MS = SAMPLE_RATE // 1000
+#: Share of the progress bar before punctuation (which runs once, at the end).
+_STREAM_SHARE = 0.95
+
+
+@dataclass
+class _Clock:
+    decode: float = 0.0
+    vad: float = 0.0
+    asr: float = 0.0
+    punc: float = 0.0
+
+    def timings(self, total: float) -> StageTimings:
+        return StageTimings(self.decode, self.vad, self.asr, self.punc, total)
+
+
+def _is_fatal_device_error(error: BaseException) -> bool:
+    text = str(error)
+    return "CUDA error" in text or "device-side assert" in text or "illegal memory access" in text
+
+
+class Pipeline:
+    """Transcribe or segment one file at a time with one loaded ModelSet (not re-entrant)."""
+
+    def __init__(self, models: ModelSet, settings: Settings):
+        self.models = models
+        self.settings = settings
+        self.recognizer = Recognizer(models.asr, models.device) if models.asr else None
+        self.punctuator = Punctuator(models.punc, models.device) if models.punc else None
+
+    # ---- sources ----------------------------------------------------------------------------
+
+    def _open(self, source: AudioSource, clock: _Clock) -> tuple[Iterator[np.ndarray], float | None]:
+        """Chunks of 16 kHz mono float32, and the expected duration in seconds if known."""
+        max_s = self.settings.audio.max_duration_s
+        if isinstance(source, (str, os.PathLike)):
+            t0 = time.perf_counter()
+            info = probe_audio(
+                Path(source), max_duration_s=max_s,
+                max_file_bytes=int(self.settings.audio.max_file_mb * 1024 * 1024),
+            )
+            clock.decode += time.perf_counter() - t0
+            return stream_audio(Path(source), max_duration_s=max_s, chunk_s=CHUNK_S), info.duration_s
+        if isinstance(source, np.ndarray):
+            audio = np.asarray(source, dtype=np.float32).reshape(-1)
+            step = int(CHUNK_S * SAMPLE_RATE)
+            return (audio[i : i + step] for i in range(0, len(audio), step)), len(audio) / SAMPLE_RATE
+        return iter(source), None
+
+    def _timed_chunks(self, chunks: Iterator[np.ndarray], clock: _Clock) -> Iterator[np.ndarray]:
+        while True:
+            t0 = time.perf_counter()
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                clock.decode += time.perf_counter() - t0
+                return
+            clock.decode += time.perf_counter() - t0
+            yield np.asarray(chunk, dtype=np.float32).reshape(-1)
+
+    def _segmenter(self, use_vad: bool):
+        if use_vad and self.models.vad is not None:
+            return SpeechDetector(self.models.vad, self.settings.vad.max_end_silence_ms)
+        return FixedSegmenter(self.settings.vad.max_segment_ms)
+
+    def _speech(
+        self, chunks: Iterator[np.ndarray], segmenter, clock: _Clock, state: dict
+    ) -> Iterator[tuple[SpeechSegment, np.ndarray]]:
+        """Segments with their samples, cut from a rolling buffer that never holds the whole file."""
+        # A segment can only start this far behind the newest sample: VAD works in 60 s
+        # blocks, then a segment is at most max_segment_ms long plus its closing silence.
+        retain = (VAD_BLOCK_MS + 2 * CHUNK_S * 1000 + self.settings.vad.max_segment_ms + 10000) * SAMPLES_PER_MS
+        buffer = np.zeros(0, dtype=np.float32)
+        buffer_start = 0
+        last_end = 0
+
+        def cut(found: list[SpeechSegment]) -> Iterator[tuple[SpeechSegment, np.ndarray]]:
+            nonlocal last_end
+            position = buffer_start + len(buffer)
+            for segment in found:
+                begin = segment.start_ms * SAMPLES_PER_MS
+                end = min(segment.end_ms * SAMPLES_PER_MS, position)
+                if begin < buffer_start:
+                    logger.warning("segment %s starts before the audio kept in memory; trimmed", segment)
+                    begin = buffer_start
+                if end <= begin:
+                    continue
+                segment = SpeechSegment(segment.start_ms, end // SAMPLES_PER_MS)
+                last_end = max(last_end, end)
+                yield segment, buffer[begin - buffer_start : end - buffer_start].copy()
+
+        for chunk in self._timed_chunks(chunks, clock):
+            if chunk.size == 0:
+                continue
+            buffer = np.concatenate([buffer, chunk])
+            state["samples"] += chunk.size
+            t0 = time.perf_counter()
+            found = segmenter.feed(chunk)
+            clock.vad += time.perf_counter() - t0
+            yield from cut(found)
+            # Segments come in order, so nothing before the last one's end (less a margin for
+            # VAD's look-back) is needed again, nor anything older than `retain`.
+            position = buffer_start + len(buffer)
+            keep_from = max(buffer_start, last_end - 1000 * SAMPLES_PER_MS, position - retain)
+            if keep_from > buffer_start:
+                buffer = buffer[keep_from - buffer_start :]
+                buffer_start = keep_from
+            state["position_ms"] = (buffer_start + len(buffer)) // SAMPLES_PER_MS
+        t0 = time.perf_counter()
+        found = segmenter.finish()
+        clock.vad += time.perf_counter() - t0
+        yield from cut(found)
+
+    # ---- recognition --------------------------------------------------------------------------
+
+    def _recognize_batch(self, waves: list[np.ndarray]) -> list[RecognizedSegment]:
+        """One batch; on out-of-memory, halve it until one segment alone does not fit."""
+        failed = False
+        try:
+            return self.recognizer(waves)
+        except torch.OutOfMemoryError:
+            failed = True  # recover outside the except block, so the traceback frees its tensors
+        except RuntimeError as e:
+            if _is_fatal_device_error(e):
+                raise FatalDeviceError(f"the {self.models.device} device failed: {e}") from e
+            raise
+        if failed:
+            gc.collect()
+            if self.models.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(waves) == 1:
+                seconds = len(waves[0]) / SAMPLE_RATE
+                raise OutOfMemoryError(
+                    f"out of {self.models.device.type} memory on a {seconds:.0f} s speech segment; "
+                    "lower vad.max_segment_ms or asr.batch_frames, or free device memory"
+                )
+            half = len(waves) // 2
+            logger.warning("out of memory on a batch of %d segments; retrying in halves", len(waves))
+            return self._recognize_batch(waves[:half]) + self._recognize_batch(waves[half:])
+        raise AssertionError("unreachable")
+
+    def _recognize(self, pending: list[tuple[int, SpeechSegment, np.ndarray]]) -> dict[int, RecognizedSegment]:
+        frames = [frames_for(len(wave)) for _, _, wave in pending]
+        results: dict[int, RecognizedSegment] = {}
+        for batch in plan_batches(frames, self.settings.asr.batch_frames, self.settings.asr.max_batch_size):
+            outputs = self._recognize_batch([pending[i][2] for i in batch])
+            for i, output in zip(batch, outputs):
+                results[pending[i][0]] = output
+        return results
+
+    # ---- public --------------------------------------------------------------------------------
+
+    def transcribe(
+        self,
+        source: AudioSource,
+        options: TranscribeOptions = TranscribeOptions(),
+        progress: ProgressCallback | None = None,
+    ) -> Transcript:
+        """The whole pipeline on one file. Raises AsrError subclasses for bad input."""
+        if self.recognizer is None:
+            raise ConfigError("this service was started with the VAD-only profile; it cannot transcribe")
+        started = time.perf_counter()
+        clock = _Clock()
+        chunks, expected_s = self._open(source, clock)
+        state = {"samples": 0, "position_ms": 0}
+        report = _Progress(progress, expected_s)
+        window = 2 * self.settings.asr.batch_frames
+        pending: list[tuple[int, SpeechSegment, np.ndarray]] = []
+        pending_frames = 0
+        segments: list[SpeechSegment] = []
+        recognized: dict[int, RecognizedSegment] = {}
+
+        def flush() -> None:
+            nonlocal pending, pending_frames
+            if not pending:
+                return
+            report("asr", pending[0][1].start_ms)
+            t0 = time.perf_counter()
+            recognized.update(self._recognize(pending))
+            clock.asr += time.perf_counter() - t0
+            pending, pending_frames = [], 0
+            report("asr", state["position_ms"])
+
+        report("decode", 0)
+        for segment, wave in self._speech(chunks, self._segmenter(options.use_vad), clock, state):
+            pending.append((len(segments), segment, wave))
+            segments.append(segment)
+            pending_frames += frames_for(len(wave))
+            if pending_frames >= window:
+                flush()
+            else:
+                report("vad", pending[0][1].start_ms)
+        flush()
+
+        pairs = [(segments[i], recognized[i]) for i in range(len(segments))]
+        punctuation: Punctuation | None = None
+        if options.punctuate and self.punctuator is not None:
+            report("punc", None)
+            t0 = time.perf_counter()
+            punctuation = self.punctuator(join_segment_texts([r.text for _, r in pairs]))
+            clock.punc += time.perf_counter() - t0
+        if punctuation is not None:
+            text = punctuation.text
+            sentences = build_sentences(pairs, punctuation)
+        else:
+            text = join_words([w for _, r in pairs for w in r.words])
+            sentences = per_segment_sentences(pairs)
+        duration_s = state["samples"] / SAMPLE_RATE
+        transcript = Transcript(
+            text=text,
+            sentences=tuple(sentences),
+            segments=tuple(segments),
+            duration_s=duration_s,
+            timings=clock.timings(time.perf_counter() - started),
+        )
+        report.done()
+        logger.info(
+            "transcribed %.1f s of audio in %.2f s (RTF %.4f): %d segments, %d sentences",
+            duration_s, transcript.timings.total_s, transcript.rtf, len(segments), len(sentences),
+        )
+        return transcript
+
+    def detect_speech(self, source: AudioSource, progress: ProgressCallback | None = None) -> VadResult:
+        """The VAD-only service: speech segments of one file."""
+        if self.models.vad is None:
+            raise ConfigError("speech detection needs the VAD model: use a profile with 'vad'")
+        started = time.perf_counter()
+        clock = _Clock()
+        chunks, expected_s = self._open(source, clock)
+        state = {"samples": 0, "position_ms": 0}
+        report = _Progress(progress, expected_s)
+        segments = []
+        for segment, _ in self._speech(chunks, self._segmenter(True), clock, state):
+            segments.append(segment)
+            report("vad", state["position_ms"])
+        report.done()
+        return VadResult(
+            segments=tuple(segments),
+            duration_s=state["samples"] / SAMPLE_RATE,
+            timings=clock.timings(time.perf_counter() - started),
+        )
+
+
+class _Progress:
+    """Turns 'the audio up to t ms is done' into (stage, fraction) callbacks."""
+
+    def __init__(self, callback: ProgressCallback | None, expected_s: float | None):
+        self._callback = callback
+        self._expected_ms = expected_s * 1000 if expected_s else None
+        self._last = 0.0
+
+    def __call__(self, stage: str, done_ms: float | None) -> None:
+        if self._callback is None:
+            return
+        if done_ms is None:
+            fraction = _STREAM_SHARE
+        elif self._expected_ms:
+            fraction = _STREAM_SHARE * min(1.0, done_ms / self._expected_ms)
+        else:
+            fraction = self._last
+        self._last = max(self._last, fraction)
+        self._callback(stage, self._last)
+
+    def done(self) -> None:
+        if self._callback is not None:
+            self._callback("done", 1.0)

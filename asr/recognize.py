@@ -1,0 +1,184 @@
+"""Paraformer recognition of a batch of speech segments, with per-token timestamps.
+
+This is ``BiCifParaformer.inference`` taken apart so that a batch is decoded once:
+
+* the CIF predictor runs without its timestamp branch (FunASR runs that BLSTM twice per
+  batch and throws the first result away);
+* the timestamp branch's BLSTM sees packed sequences, so a short segment batched with a
+  long one gets the timestamps it would get alone (FunASR's padded BLSTM lets padding leak
+  into the backward direction);
+* text and timestamp post-processing are FunASR's own functions, so the fp32 output is
+  token-identical to FunASR's.
+
+A plain Paraformer (no timestamp branch, e.g. a lighter model) gets its timestamps from the
+CIF peaks, as FunASR does for it.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
+
+from asr.loading import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+#: FunASR's LFR frontend emits one feature frame per 60 ms (10 ms shift x LFR 6).
+FRAME_MS = 60
+#: Tokens FunASR's text post-processing removes.
+_DROPPED_TOKENS = frozenset({"<s>", "</s>", "<unk>", "<OOV>"})
+
+
+@dataclass(frozen=True)
+class RecognizedSegment:
+    """One segment's recognition, in FunASR's post-processed form."""
+
+    words: tuple[str, ...]
+    """Units after FunASR's post-processing: Chinese characters and whole English words."""
+    timestamps: tuple[tuple[int, int], ...]
+    """[start_ms, end_ms] per word, relative to the segment's start."""
+
+    @property
+    def text(self) -> str:
+        """FunASR's per-segment text: the words joined by spaces."""
+        return " ".join(self.words).strip()
+
+
+def frames_for(samples: int, sample_rate: int = 16000) -> int:
+    """Encoder frames a segment of ``samples`` produces (what batches are budgeted in)."""
+    return max(1, int(samples * 1000 / sample_rate) // FRAME_MS)
+
+
+class Recognizer:
+    """Decode batches of 16 kHz float32 segments with one loaded Paraformer."""
+
+    def __init__(self, model: LoadedModel, device: torch.device):
+        self.model = model
+        self.device = device
+        self.module = model.module
+        self.frontend = model.frontend
+        self.tokenizer = model.tokenizer
+        self.predictor = self.module.predictor
+        predictor_module = sys.modules[type(self.predictor).__module__]
+        self._cif = predictor_module.cif
+        self._cif_wo_hidden = predictor_module.cif_wo_hidden
+        self._has_timestamp_branch = hasattr(self.predictor, "get_upsample_timestamp")
+        from funasr.models.transformer.utils.nets_utils import make_pad_mask
+        from funasr.utils import postprocess_utils
+        from funasr.utils.timestamp_tools import ts_prediction_lfr6_standard
+
+        self._make_pad_mask = make_pad_mask
+        self._postprocess = postprocess_utils.sentence_postprocess
+        self._timestamps = ts_prediction_lfr6_standard
+
+    # ---- features --------------------------------------------------------------------------
+
+    def features(self, waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """fbank + LFR + CMVN per segment (FunASR's frontend), padded into one batch."""
+        feats = []
+        for wave in waves:
+            tensor = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))[None, :]
+            feat, _ = self.frontend(tensor, [tensor.shape[1]])
+            feats.append(feat[0])
+        lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.int32)
+        batch = feats[0][None] if len(feats) == 1 else pad_sequence(feats, batch_first=True)
+        return batch, lengths
+
+    # ---- model stages ----------------------------------------------------------------------
+
+    def _predict_tokens(self, hidden: torch.Tensor, mask: torch.Tensor):
+        """CIF: acoustic embeddings and token counts, without the timestamp branch."""
+        p = self.predictor
+        if not self._has_timestamp_branch:
+            embeds, token_num, alphas, peaks = self.module.calc_predictor(hidden, mask.sum(-1).squeeze(-1))
+            return embeds, token_num, alphas, peaks
+        output = torch.relu(p.cif_conv1d(p.pad(hidden.transpose(1, 2))))
+        alphas = torch.sigmoid(p.cif_output(output.transpose(1, 2)))
+        alphas = torch.nn.functional.relu(alphas * p.smooth_factor - p.noise_threshold)
+        frame_mask = mask.transpose(-1, -2).float()
+        alphas = (alphas * frame_mask).squeeze(-1)
+        frame_mask = frame_mask.squeeze(-1)
+        token_num = alphas.sum(-1)
+        if p.tail_threshold > 0.0:
+            hidden, alphas, token_num = p.tail_process_fn(hidden, alphas, token_num, mask=frame_mask)
+        embeds, peaks = self._cif(hidden, alphas, p.threshold)
+        if p.tail_threshold > 0.0:
+            embeds = embeds[:, : int(torch.max(token_num).item()), :]
+        return embeds, token_num, alphas, peaks
+
+    def _upsampled_alphas(self, hidden: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor, token_num):
+        """The timestamp branch (CIF2 on the 3x upsampled encoder output)."""
+        p = self.predictor
+        context = hidden.transpose(1, 2)
+        source = torch.relu(p.cif_conv1d(p.pad(context))) if p.use_cif1_cnn else context
+        up = p.upsample_cnn(source).transpose(1, 2)
+        if p.upsample_type == "cnn_blstm":
+            up_lengths = lengths.cpu().long() * p.upsample_times
+            if bool((up_lengths == up.shape[1]).all()):
+                up, _ = p.blstm(up)
+            else:  # unequal lengths: pack, so padding never reaches the backward direction
+                packed = pack_padded_sequence(up, up_lengths, batch_first=True, enforce_sorted=False)
+                out, _ = p.blstm(packed)
+                up, _ = pad_packed_sequence(out, batch_first=True, total_length=up.shape[1])
+        elif p.upsample_type == "cnn_attn":
+            up, _ = p.self_attn(up, mask)
+        alphas2 = torch.sigmoid(p.cif_output2(up))
+        alphas2 = torch.nn.functional.relu(alphas2 * p.smooth_factor2 - p.noise_threshold2)
+        mask2 = mask.repeat(1, p.upsample_times, 1).transpose(-1, -2).reshape(alphas2.shape[0], -1)
+        alphas2 = (alphas2 * mask2.unsqueeze(-1)).squeeze(-1)
+        alphas2 = alphas2 * (token_num / alphas2.sum(-1))[:, None]
+        peaks2 = self._cif_wo_hidden(alphas2, p.threshold - 1e-4)
+        return alphas2, peaks2
+
+    @torch.inference_mode()
+    def __call__(self, waves: list[np.ndarray]) -> list[RecognizedSegment]:
+        """Recognise one batch; the result keeps the order of ``waves``."""
+        if not waves:
+            return []
+        speech, lengths = self.features(waves)
+        speech = speech.to(self.device)
+        lengths_dev = lengths.to(self.device)
+        hidden, hidden_lengths = self.module.encode(speech, lengths_dev)
+        if isinstance(hidden, tuple):
+            hidden = hidden[0]
+        mask = (~self._make_pad_mask(hidden_lengths, maxlen=hidden.size(1))[:, None, :]).to(hidden.device)
+        embeds, token_num, alphas, peaks = self._predict_tokens(hidden, mask)
+        token_num = token_num.round().long()
+        if int(token_num.max()) < 1:
+            return [RecognizedSegment((), ()) for _ in waves]
+        decoder_out, _ = self.module.cal_decoder_with_predictor(hidden, hidden_lengths, embeds, token_num)
+        if self._has_timestamp_branch:
+            us_alphas, us_peaks = self._upsampled_alphas(hidden, hidden_lengths, mask, token_num)
+        ids = decoder_out.argmax(dim=-1).cpu()
+        hidden_lengths = hidden_lengths.cpu()
+        token_num = token_num.cpu()
+        results = []
+        for i in range(len(waves)):
+            token_int = [
+                t for t in ids[i, : token_num[i]].tolist()
+                if t not in (self.module.eos, self.module.sos, self.module.blank_id)
+            ]
+            tokens = self.tokenizer.ids2tokens(token_int)
+            if self._has_timestamp_branch:
+                n = int(hidden_lengths[i]) * self.predictor.upsample_times
+                _, stamps = self._timestamps(us_alphas[i][:n].cpu(), us_peaks[i][:n].cpu(), copy.copy(tokens))
+            else:
+                _, stamps = self._timestamps(
+                    peaks[i][: int(hidden_lengths[i]) + 1].cpu(), alphas[i][: int(hidden_lengths[i]) + 1].cpu(),
+                    copy.copy(tokens), upsample_rate=1,
+                )
+            # FunASR stamps every token but its post-processing drops <unk>/<s>/</s> from the
+            # words only, which shifts later stamps onto the wrong words; drop both together.
+            kept = [(t, st) for t, st in zip(tokens, stamps) if t not in _DROPPED_TOKENS]
+            tokens = [t for t, _ in kept]
+            _, stamps, words = self._postprocess(tokens, [st for _, st in kept])
+            results.append(
+                RecognizedSegment(tuple(words), tuple((int(s), int(e)) for s, e in stamps))
+            )
+        return results

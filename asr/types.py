@@ -1,0 +1,127 @@
+"""Frozen dataclasses that cross the package boundary: options in, results out.
+
+Times are integer milliseconds on the audio's own timeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Literal
+
+Stage = Literal["decode", "vad", "asr", "punc", "write"]
+#: progress(stage, fraction_done_of_that_stage)
+ProgressCallback = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """Per-request choices; everything else comes from Settings."""
+
+    punctuate: bool = True
+    """Run CT-Transformer punctuation (when the profile loaded it)."""
+    use_vad: bool = True
+    """Cut the audio with FSMN-VAD (when loaded); without it the audio is cut at fixed lengths."""
+    precision: str | None = None
+    """Override the configured precision for this request (issue: precision modes)."""
+
+
+@dataclass(frozen=True)
+class SpeechSegment:
+    """A stretch of speech found by VAD."""
+
+    start_ms: int
+    end_ms: int
+
+    @property
+    def duration_ms(self) -> int:
+        return self.end_ms - self.start_ms
+
+
+@dataclass(frozen=True)
+class TimedToken:
+    """One recognised unit (a Chinese character or an English word) and when it was said."""
+
+    text: str
+    start_ms: int
+    end_ms: int
+    mark: str = ""
+    """Punctuation that follows this token in the text, if any."""
+
+
+@dataclass(frozen=True)
+class Sentence:
+    text: str
+    start_ms: int
+    end_ms: int
+    tokens: tuple[TimedToken, ...] = ()
+
+
+@dataclass(frozen=True)
+class StageTimings:
+    """Wall seconds spent in each stage of one transcription."""
+
+    decode_s: float = 0.0
+    vad_s: float = 0.0
+    asr_s: float = 0.0
+    punc_s: float = 0.0
+    total_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    """The full text, punctuated when punctuation ran."""
+    sentences: tuple[Sentence, ...]
+    segments: tuple[SpeechSegment, ...]
+    duration_s: float
+    """Length of the audio in seconds."""
+    timings: StageTimings = field(default_factory=StageTimings)
+    language: str = "zh"
+
+    @property
+    def rtf(self) -> float:
+        """Real-time factor: processing seconds per second of audio."""
+        return self.timings.total_s / self.duration_s if self.duration_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["rtf"] = round(self.rtf, 5)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Transcript":
+        return cls(
+            text=data["text"],
+            sentences=tuple(
+                Sentence(
+                    text=s["text"],
+                    start_ms=s["start_ms"],
+                    end_ms=s["end_ms"],
+                    tokens=tuple(TimedToken(**t) for t in s.get("tokens", ())),
+                )
+                for s in data["sentences"]
+            ),
+            segments=tuple(SpeechSegment(**s) for s in data["segments"]),
+            duration_s=data["duration_s"],
+            timings=StageTimings(**data.get("timings", {})),
+            language=data.get("language", "zh"),
+        )
+
+
+@dataclass(frozen=True)
+class VadResult:
+    """The VAD-only service's answer: speech segments of one file."""
+
+    segments: tuple[SpeechSegment, ...]
+    duration_s: float
+    timings: StageTimings = field(default_factory=StageTimings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "duration_s": self.duration_s,
+            "segments": [
+                {"index": i + 1, "start_ms": s.start_ms, "end_ms": s.end_ms, "duration_ms": s.duration_ms}
+                for i, s in enumerate(self.segments)
+            ],
+            "timings": asdict(self.timings),
+        }

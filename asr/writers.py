@@ -1,0 +1,221 @@
+"""Output formats, as a registry: ``WRITERS[name].write(result, file)``.
+
+Subtitle cues are sentence-level, in the audio's own timeline, monotonic, non-overlapping,
+never empty and never longer than ``OutputConfig.max_cue_ms`` / ``max_cue_chars``: a long
+sentence is split at its last comma that fits, else between tokens.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, TextIO
+
+from asr.config import OutputConfig
+from asr.sentences import tokens_text
+from asr.types import Sentence, Transcript, VadResult
+
+_PAUSE_MARKS = frozenset({"，", "、", ",", "；", ";", "：", ":"})
+
+
+@dataclass(frozen=True)
+class Cue:
+    start_ms: int
+    end_ms: int
+    text: str
+
+
+def _split_sentence(sentence: Sentence, max_ms: int, max_chars: int) -> list[Cue]:
+    tokens = sentence.tokens
+    if not tokens:
+        return _split_untimed(sentence, max_ms, max_chars)
+    cues: list[Cue] = []
+    start = 0
+    while start < len(tokens):
+        end = start + 1  # exclusive; always take at least one token
+        while end < len(tokens):
+            candidate = tokens[start : end + 1]
+            if (
+                candidate[-1].end_ms - candidate[0].start_ms > max_ms
+                or len(tokens_text(candidate)) > max_chars
+            ):
+                break
+            end += 1
+        if end < len(tokens):
+            # prefer to cut after a comma in the second half of the piece
+            for cut in range(end, start + max(1, (end - start) // 2), -1):
+                if tokens[cut - 1].mark in _PAUSE_MARKS:
+                    end = cut
+                    break
+        piece = tokens[start:end]
+        cues.append(Cue(piece[0].start_ms, piece[-1].end_ms, tokens_text(piece)))
+        start = end
+    return cues
+
+
+def _split_untimed(sentence: Sentence, max_ms: int, max_chars: int) -> list[Cue]:
+    """No token times (fallback sentences): split the text evenly over the sentence's span."""
+    text = sentence.text
+    duration = max(1, sentence.end_ms - sentence.start_ms)
+    parts = max(1, -(-len(text) // max_chars), -(-duration // max_ms))
+    size = -(-len(text) // parts)
+    cues = []
+    for i in range(parts):
+        piece = text[i * size : (i + 1) * size].strip()
+        if piece:
+            cues.append(
+                Cue(sentence.start_ms + duration * i // parts, sentence.start_ms + duration * (i + 1) // parts, piece)
+            )
+    return cues
+
+
+def build_cues(sentences: Sequence[Sentence], output: OutputConfig) -> list[Cue]:
+    """Subtitle cues: monotonic, non-overlapping, non-empty, each at least 1 ms long."""
+    raw = [c for s in sentences for c in _split_sentence(s, output.max_cue_ms, output.max_cue_chars)]
+    raw = [c for c in raw if c.text.strip()]
+    raw.sort(key=lambda c: c.start_ms)
+    cues: list[Cue] = []
+    for i, cue in enumerate(raw):
+        start = max(cue.start_ms, cues[-1].end_ms if cues else 0)
+        end = cue.end_ms
+        if i + 1 < len(raw):
+            end = min(end, max(raw[i + 1].start_ms, start + 1))
+        end = max(end, start + 1)
+        cues.append(Cue(start, end, cue.text.strip()))
+    return cues
+
+
+def format_timestamp(ms: int, separator: str = ",") -> str:
+    hours, rest = divmod(max(0, int(ms)), 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds, millis = divmod(rest, 1000)
+    return f"{hours:02d}:{minutes:02d}:{seconds:02d}{separator}{millis:03d}"
+
+
+class TranscriptWriter:
+    """A transcript output format."""
+
+    extension: ClassVar[str]
+    media_type: ClassVar[str] = "text/plain; charset=utf-8"
+
+    def write(self, transcript: Transcript, file: TextIO, output: OutputConfig) -> None:
+        raise NotImplementedError
+
+
+class TxtWriter(TranscriptWriter):
+    extension = "txt"
+
+    def write(self, transcript: Transcript, file: TextIO, output: OutputConfig) -> None:
+        if transcript.sentences:
+            for sentence in transcript.sentences:
+                file.write(sentence.text + "\n")
+        elif transcript.text:
+            file.write(transcript.text + "\n")
+
+
+class SrtWriter(TranscriptWriter):
+    extension = "srt"
+    media_type = "application/x-subrip; charset=utf-8"
+
+    def write(self, transcript: Transcript, file: TextIO, output: OutputConfig) -> None:
+        for i, cue in enumerate(build_cues(transcript.sentences, output), start=1):
+            file.write(f"{i}\n{format_timestamp(cue.start_ms)} --> {format_timestamp(cue.end_ms)}\n{cue.text}\n\n")
+
+
+class VttWriter(TranscriptWriter):
+    extension = "vtt"
+    media_type = "text/vtt; charset=utf-8"
+
+    def write(self, transcript: Transcript, file: TextIO, output: OutputConfig) -> None:
+        file.write("WEBVTT\n\n")
+        for cue in build_cues(transcript.sentences, output):
+            file.write(f"{format_timestamp(cue.start_ms, '.')} --> {format_timestamp(cue.end_ms, '.')}\n{cue.text}\n\n")
+
+
+class JsonWriter(TranscriptWriter):
+    extension = "json"
+    media_type = "application/json"
+
+    def write(self, transcript: Transcript, file: TextIO, output: OutputConfig) -> None:
+        json.dump(transcript.to_dict(), file, ensure_ascii=False, indent=2)
+        file.write("\n")
+
+
+class TsvWriter(TranscriptWriter):
+    extension = "tsv"
+    media_type = "text/tab-separated-values; charset=utf-8"
+
+    def write(self, transcript: Transcript, file: TextIO, output: OutputConfig) -> None:
+        file.write("start_ms\tend_ms\ttext\n")
+        for sentence in transcript.sentences:
+            text = sentence.text.replace("\t", " ").replace("\n", " ")
+            file.write(f"{sentence.start_ms}\t{sentence.end_ms}\t{text}\n")
+
+
+WRITERS: dict[str, TranscriptWriter] = {
+    w.extension: w for w in (TxtWriter(), SrtWriter(), VttWriter(), JsonWriter(), TsvWriter())
+}
+
+
+# ---- VAD-only results -------------------------------------------------------------------------
+
+
+class VadWriter:
+    extension: ClassVar[str]
+    media_type: ClassVar[str] = "text/plain; charset=utf-8"
+
+    def write(self, result: VadResult, file: TextIO) -> None:
+        raise NotImplementedError
+
+
+def vad_rows(result: VadResult) -> list[dict]:
+    return result.to_dict()["segments"]
+
+
+class VadTxtWriter(VadWriter):
+    extension = "txt"
+
+    def write(self, result: VadResult, file: TextIO) -> None:
+        file.write(f"{'#':>4}  {'start':>12}  {'end':>12}  {'duration':>10}\n")
+        for row in vad_rows(result):
+            file.write(
+                f"{row['index']:>4}  {format_timestamp(row['start_ms'], '.'):>12}  "
+                f"{format_timestamp(row['end_ms'], '.'):>12}  {row['duration_ms'] / 1000:>9.3f}s\n"
+            )
+
+
+class VadJsonWriter(VadWriter):
+    extension = "json"
+    media_type = "application/json"
+
+    def write(self, result: VadResult, file: TextIO) -> None:
+        json.dump(result.to_dict(), file, ensure_ascii=False, indent=2)
+        file.write("\n")
+
+
+class VadCsvWriter(VadWriter):
+    extension = "csv"
+    media_type = "text/csv; charset=utf-8"
+
+    def write(self, result: VadResult, file: TextIO) -> None:
+        writer = csv.writer(file, lineterminator="\n")
+        writer.writerow(["index", "start_ms", "end_ms", "duration_ms", "start", "end"])
+        for row in vad_rows(result):
+            writer.writerow([
+                row["index"], row["start_ms"], row["end_ms"], row["duration_ms"],
+                format_timestamp(row["start_ms"], "."), format_timestamp(row["end_ms"], "."),
+            ])
+
+
+VAD_WRITERS: dict[str, VadWriter] = {w.extension: w for w in (VadTxtWriter(), VadJsonWriter(), VadCsvWriter())}
+
+
+def parse_formats(spec: str | Sequence[str], registry: dict) -> list[str]:
+    """``"srt,txt"`` → ``["srt", "txt"]``; raises ValueError naming the allowed formats."""
+    names = [n.strip().lower() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
+    unknown = [n for n in names if n not in registry]
+    if unknown or not names:
+        raise ValueError(f"unknown output format {unknown or spec!r}; choose from {', '.join(registry)}")
+    return list(dict.fromkeys(names))

