@@ -4,9 +4,9 @@ This is ``BiCifParaformer.inference`` taken apart so that a batch is decoded onc
 
 * the CIF predictor runs without its timestamp branch (FunASR runs that BLSTM twice per
   batch and throws the first result away);
-* the timestamp branch's BLSTM sees packed sequences, so a short segment batched with a
-  long one gets the timestamps it would get alone (FunASR's padded BLSTM lets padding leak
-  into the backward direction);
+* padding is zeroed before the predictor and the timestamp branch's BLSTM sees packed
+  sequences, so a short segment batched with a long one gets the tokens and timestamps it
+  would get alone (FunASR's batches let padding leak into both);
 * text and timestamp post-processing are FunASR's own functions, so the fp32 output is
   token-identical to FunASR's.
 
@@ -148,6 +148,9 @@ class Recognizer:
         if isinstance(hidden, tuple):
             hidden = hidden[0]
         mask = (~self._make_pad_mask(hidden_lengths, maxlen=hidden.size(1))[:, None, :]).to(hidden.device)
+        # The predictor's 3-tap convolution reads one frame past each segment's end: zero the
+        # padding so that a batched segment sees what it sees alone (FunASR leaves it dirty).
+        hidden = hidden * mask.transpose(1, 2).to(hidden.dtype)
         embeds, token_num, alphas, peaks = self._predict_tokens(hidden, mask)
         token_num = token_num.round().long()
         if int(token_num.max()) < 1:

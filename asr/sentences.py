@@ -31,12 +31,18 @@ def join_words(words: Sequence[str]) -> str:
     return text
 
 
-def _timed_tokens(recognized: Sequence[tuple[SpeechSegment, RecognizedSegment]]) -> list[TimedToken]:
-    tokens: list[TimedToken] = []
-    for segment, result in recognized:
-        for word, (start, end) in zip(result.words, result.timestamps):
-            tokens.append(TimedToken(word, segment.start_ms + start, segment.start_ms + end))
+def _segment_tokens(segment: SpeechSegment, result: RecognizedSegment) -> list[TimedToken]:
+    """Tokens on the audio's timeline. FunASR's last stamp can overrun the segment by part of a
+    60 ms frame; clamping keeps every token inside the speech VAD found."""
+    tokens = []
+    for word, (start, end) in zip(result.words, result.timestamps):
+        start = min(segment.start_ms + start, segment.end_ms)
+        tokens.append(TimedToken(word, start, max(start, min(segment.start_ms + end, segment.end_ms))))
     return tokens
+
+
+def _timed_tokens(recognized: Sequence[tuple[SpeechSegment, RecognizedSegment]]) -> list[TimedToken]:
+    return [token for segment, result in recognized for token in _segment_tokens(segment, result)]
 
 
 def _sentence(tokens: list[TimedToken], text: str) -> Sentence:
@@ -49,10 +55,7 @@ def per_segment_sentences(recognized: Sequence[tuple[SpeechSegment, RecognizedSe
     for segment, result in recognized:
         if not result.words:
             continue
-        tokens = [
-            TimedToken(w, segment.start_ms + s, segment.start_ms + e)
-            for w, (s, e) in zip(result.words, result.timestamps)
-        ]
+        tokens = _segment_tokens(segment, result)
         if len(tokens) != len(result.words):  # no usable stamps: the segment's own span
             sentences.append(Sentence(join_words(result.words), segment.start_ms, segment.end_ms))
         else:
