@@ -83,7 +83,7 @@ def _progress_bar(name: str):
     from tqdm import tqdm
 
     bar = tqdm(total=100, desc=name[:30], unit="%", leave=False, file=sys.stderr,
-               bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix}")
+               bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix}", disable=not sys.stderr.isatty())
 
     def update(stage: str, fraction: float) -> None:
         bar.n = round(fraction * 100)
@@ -235,9 +235,10 @@ def gather_info(settings: Settings) -> dict[str, Any]:
 
 def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     info = gather_info(settings)
+    ok = all(e["status"] == "ok" for e in info["models"].values())
     if args.json:
         print(json.dumps(info, ensure_ascii=False, indent=2))
-        return 0
+        return 0 if ok else 1
     for key in ("asr_service", "python", "torch", "funasr", "device", "cuda_available", "precision", "profile", "cache_dir"):
         if key in info:
             print(f"{key:14} {info[key]}")
@@ -245,7 +246,7 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
         flag = "  [RANDOM WEIGHTS: test model]" if entry.get("random_weights") else ""
         print(f"{role:14} {entry['id']}@{entry['revision']}")
         print(f"{'':14} {entry.get('path', '')} {entry['status']}{flag}")
-    return 0
+    return 0 if ok else 1
 
 
 COMMANDS = {

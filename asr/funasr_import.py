@@ -15,6 +15,7 @@ import io
 import logging
 import sys
 import types
+import warnings
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +57,10 @@ def _install_bare_package() -> None:
 
 
 def _quiet_import(module: str) -> types.ModuleType:
-    # FunASR prints notices (about ffmpeg, urllib) on import; they are noise in our logs.
-    with contextlib.redirect_stdout(io.StringIO()):
+    # FunASR prints notices (about ffmpeg, urllib) and pydub warns about ffmpeg on import;
+    # we never use those decoders, so they are only noise in our logs.
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module="pydub")
         return importlib.import_module(module)
 
 

@@ -37,6 +37,8 @@ class SpeechDetector:
         }
         if max_end_silence_ms is not None:
             self._options["max_end_silence_time"] = max_end_silence_ms
+        # FunASR writes a per-call end-silence into the model's own options; put it back after.
+        self._saved_end_silence = self._module.vad_opts.max_end_silence_time
 
     def _run(self, samples: torch.Tensor, is_final: bool) -> list[SpeechSegment]:
         with torch.inference_mode():
@@ -57,7 +59,10 @@ class SpeechDetector:
     def finish(self) -> list[SpeechSegment]:
         """Flush: the remaining segments, including one still open at the end of the audio."""
         held, self._held = self._held, None
-        return self._run(held, is_final=True) if held is not None else []
+        try:
+            return self._run(held, is_final=True) if held is not None else []
+        finally:
+            self._module.vad_opts.max_end_silence_time = self._saved_end_silence
 
 
 class FixedSegmenter:
