@@ -71,13 +71,18 @@ class AudioInfo:
 
 
 def probe_audio(
-    path: str | os.PathLike[str], *, max_duration_s: float | None = None, max_file_bytes: int | None = None
+    path: str | os.PathLike[str],
+    *,
+    max_duration_s: float | None = None,
+    max_file_bytes: int | None = None,
+    display_name: str | None = None,
 ) -> AudioInfo:
     """Open the file, check it is usable audio; raise the specific AudioError subclass if not.
 
     Cheap: reads the headers and decodes at most a few packets, never the whole file.
+    ``display_name`` is the name messages use (the user's file name, not a server path).
     """
-    src = _Source(path)
+    src = _Source(path, display_name)
     if max_file_bytes is not None and src.size > max_file_bytes:
         raise FileTooLargeError(src.say(f"The file is too large ({src.size / 2**20:.1f} MB; "
                                         f"the limit is {max_file_bytes / 2**20:.1f} MB)."))
@@ -91,7 +96,11 @@ def probe_audio(
 
 
 def stream_audio(
-    path: str | os.PathLike[str], *, max_duration_s: float | None = None, chunk_s: float = 10.0
+    path: str | os.PathLike[str],
+    *,
+    max_duration_s: float | None = None,
+    chunk_s: float = 10.0,
+    display_name: str | None = None,
 ) -> Iterator[np.ndarray]:
     """Decode the first audio track and yield consecutive 1-D float32 arrays of 16 kHz mono samples, each
     ``chunk_s`` long (the last may be shorter).
@@ -101,7 +110,7 @@ def stream_audio(
     """
     if not chunk_s > 0:
         raise ValueError("chunk_s must be positive")
-    src = _Source(path)
+    src = _Source(path, display_name)
     container, stream = _open(src)
     try:
         info = _info(container, stream, src, max_duration_s)
@@ -122,11 +131,11 @@ def load_audio(path: str | os.PathLike[str], *, max_duration_s: float | None = N
 class _Source:
     """The file on disk: absolute path for FFmpeg, base name for messages, first bytes."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], display_name: str | None = None) -> None:
         # Absolute, so that a name like "http:x.wav" or "-i x.wav" can never read as a
         # protocol or an option; FFmpeg only ever gets it as a path.
         self.path = os.path.abspath(os.fspath(path))
-        base = os.path.basename(self.path)
+        base = os.path.basename(display_name.replace("\\", "/")) if display_name else os.path.basename(self.path)
         shown = "".join(c if c.isprintable() else "?" for c in base)
         self.name = shown if len(shown) <= 80 else shown[:77] + "..."
         self.size = os.stat(self.path).st_size

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from asr.config import Settings, load_settings
-from asr.errors import AsrError
+from asr.errors import AsrError, ConfigError
 
 logger = logging.getLogger("asr.cli")
 
@@ -103,26 +103,53 @@ def _unique_stem(path: Path, used: set[str]) -> str:
     return candidate
 
 
-def cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
-    from asr.writers import WRITERS, parse_formats
+def _make_out_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AsrError(f"cannot use --out {out} as the output directory: {e.strerror or e}") from None
 
-    formats = parse_formats(args.format, WRITERS)
+
+def _reason(error: Exception) -> str:
+    """What went wrong with one input file, without repeating its name."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error)
+
+
+def _formats(spec: str, registry: dict) -> list[str]:
+    from asr.writers import parse_formats
+
+    try:
+        return parse_formats(spec, registry)
+    except ValueError as e:
+        raise ConfigError(f"--format: {e}") from None
+
+
+def _error_line(path: Path, error: BaseException) -> str:
+    reason = _reason(error).removeprefix(f"{path.name}: ")  # audio errors start with the name
+    return f"{path}: error: {reason}"
+
+
+def cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
+    from asr.writers import WRITERS
+
+    formats = _formats(args.format, WRITERS)
     if settings.models.profile == "vad":
         raise AsrError("the vad profile cannot transcribe; use `asr vad` or another --profile")
+    _make_out_dir(args.out)  # before the slow model load
     pipeline = _load_pipeline(settings)
     from asr.types import TranscribeOptions
 
     options = TranscribeOptions(punctuate=not args.no_punc)
-    args.out.mkdir(parents=True, exist_ok=True)
     failures, used = 0, set()
     for path in args.files:
         bar, update = _progress_bar(path.name)
         started = time.perf_counter()
         try:
             transcript = pipeline.transcribe(path, options, progress=update)
-        except AsrError as e:
-            bar.close()
-            print(f"{path}: error: {e}", file=sys.stderr)
+        except (AsrError, OSError) as e:  # OSError: no such file, a directory, no permission
+            print(_error_line(path, e), file=sys.stderr)
             failures += 1
             continue
         finally:
@@ -141,25 +168,28 @@ def cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_vad(args: argparse.Namespace, settings: Settings) -> int:
-    from asr.writers import VAD_WRITERS, parse_formats
+    from asr.writers import VAD_WRITERS
 
-    formats = parse_formats(args.format, VAD_WRITERS)
+    formats = _formats(args.format, VAD_WRITERS)
     settings = settings.model_copy(update={"models": settings.models.model_copy(update={"profile": "vad"})})
+    if args.out is not None:
+        _make_out_dir(args.out)  # before the slow model load
     pipeline = _load_pipeline(settings)
     failures, used = 0, set()
     for path in args.files:
         try:
             result = pipeline.detect_speech(path)
-        except AsrError as e:
-            print(f"{path}: error: {e}", file=sys.stderr)
+        except (AsrError, OSError) as e:  # OSError: no such file, a directory, no permission
+            print(_error_line(path, e), file=sys.stderr)
             failures += 1
             continue
         if args.out is None:
-            print(f"# {path}: {len(result.segments)} speech segments in {result.duration_s:.1f} s")
+            # the summary would corrupt csv/json on stdout (`asr vad x.wav --format csv > x.csv`)
+            print(f"# {path}: {len(result.segments)} speech segments in {result.duration_s:.1f} s",
+                  file=sys.stdout if formats == ["txt"] else sys.stderr)
             for fmt in formats:
                 VAD_WRITERS[fmt].write(result, sys.stdout)
             continue
-        args.out.mkdir(parents=True, exist_ok=True)
         stem = _unique_stem(path, used)
         for fmt in formats:
             with open(args.out / f"{stem}.vad.{fmt}", "w", encoding="utf-8", newline="") as f:
@@ -269,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     except AsrError as e:
         print(f"asr {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except ValueError as e:  # bad flag values (formats, ...)
+    except OSError as e:  # e.g. --out names a file, or the disk is full
         print(f"asr {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

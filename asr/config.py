@@ -34,6 +34,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _optional_path(value: Any) -> Any:
+    """``""`` means "not set" (as ``null`` does), and ``~`` is the user's home directory."""
+    if isinstance(value, str):
+        value = value.strip()
+        return os.path.expanduser(value) if value else None
+    if isinstance(value, Path):
+        return value.expanduser()
+    return value
+
+
 class ModelSpec(_Section):
     """One pinned model: a ModelScope id and revision, or a local directory."""
 
@@ -43,6 +53,8 @@ class ModelSpec(_Section):
     """Pinned revision (tag or commit); never a moving branch in production."""
     path: Path | None = None
     """A local model directory. When set it wins over the cache and no hub is consulted."""
+
+    _check_path = field_validator("path", mode="before")(_optional_path)
 
 
 class ModelsConfig(_Section):
@@ -58,6 +70,8 @@ class ModelsConfig(_Section):
     punc: ModelSpec = ModelSpec(
         id="iic/punc_ct-transformer_zh-cn-common-vocab272727-pytorch", revision="v2.0.4"
     )
+
+    _check_cache_dir = field_validator("cache_dir", mode="before")(_optional_path)
 
     def resolved_cache_dir(self) -> Path:
         if self.cache_dir is not None:
@@ -123,6 +137,51 @@ class OutputConfig(_Section):
     """Most characters in one subtitle cue."""
 
 
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    """Bind address. Keep loopback and reach it through an SSH tunnel (ssh -L 6006:127.0.0.1:6006 host)."""
+    port: int = Field(6006, ge=1, le=65535)
+    auth: list[str] = []
+    """Optional logins as "user:password" (or set ASR_SERVER__AUTH='["user:pw"]'); empty: no login."""
+    root_path: str = ""
+    """Set when a reverse proxy serves the app under a sub-path, e.g. /asr."""
+    delete_cache_s: tuple[int, int] = (3600, 24 * 3600)
+    """Gradio's temp-file sweep: (every N s, files older than M s); M must exceed the longest wait + run."""
+
+    @field_validator("auth")
+    @classmethod
+    def _check_auth(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            user, sep, password = entry.partition(":")
+            if not sep or not user or not password:
+                raise ValueError('each auth entry must look like "user:password"')
+        return value
+
+
+class QueueConfig(_Section):
+    max_size: int = Field(8, ge=1, le=1000)
+    """Jobs that may wait; one more is refused at once with "busy: N jobs waiting"."""
+    workers: int = Field(1, ge=1, le=16)
+    """Workers, each owning one loaded model set (FunASR models are not re-entrant)."""
+
+
+class StorageConfig(_Section):
+    state_dir: Path = Path("~/.local/state/asr-service")
+    """SQLite job history and results (systemd: StateDirectory)."""
+    cache_dir: Path = Path("~/.cache/asr-service")
+    """Uploads in flight, per-job temp dirs and Gradio's temp files (systemd: CacheDirectory)."""
+    keep_jobs: int = Field(5000, ge=1)
+    """History keeps at most this many finished jobs; older ones are deleted."""
+    keep_days: float = Field(90, gt=0)
+    """History deletes finished jobs older than this."""
+
+    def state_path(self) -> Path:
+        return self.state_dir.expanduser()
+
+    def cache_path(self) -> Path:
+        return self.cache_dir.expanduser()
+
+
 class Settings(BaseSettings):
     """Everything the service reads from configuration."""
 
@@ -140,6 +199,9 @@ class Settings(BaseSettings):
     asr: AsrConfig = AsrConfig()
     audio: AudioConfig = AudioConfig()
     output: OutputConfig = OutputConfig()
+    server: ServerConfig = ServerConfig()
+    queue: QueueConfig = QueueConfig()
+    storage: StorageConfig = StorageConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @classmethod
@@ -165,7 +227,7 @@ def _absolutise(data: Any, base: Path, key: str = "") -> Any:
     return data
 
 
-_PATH_KEYS = {"cache_dir", "path", "state_dir", "temp_dir"}
+_PATH_KEYS = {"cache_dir", "path", "state_dir"}
 
 
 def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
@@ -190,12 +252,21 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
             raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except OSError as e:  # a directory, no permission, ...
+            raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {path} is not UTF-8 text: {e}") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {path} must be a mapping of sections")
+        bad_keys = [k for k in raw if not isinstance(k, str)]
+        if bad_keys:
+            raise ConfigError(f"config file {path}: keys must be names, not {bad_keys!r}")
+        # A section whose keys are all commented out reads as null: it means "all defaults".
+        raw = {k: v for k, v in raw.items() if not (v is None and k in _SECTIONS)}
         data = _absolutise(raw, path.resolve().parent)
     try:
         _deep_merge(data, EnvSettingsSource(Settings)())
@@ -207,6 +278,13 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
         )
         raise ConfigError(f"invalid {where} (or ASR_* environment): {problems}") from None
+
+
+#: Top-level keys that hold a section (a mapping), not a single value.
+_SECTIONS = frozenset(
+    name for name, f in Settings.model_fields.items()
+    if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)
+)
 
 
 def _deep_merge(into: dict[str, Any], extra: dict[str, Any]) -> None:

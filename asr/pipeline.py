@@ -77,17 +77,20 @@ class Pipeline:
 
     # ---- sources ----------------------------------------------------------------------------
 
-    def _open(self, source: AudioSource, clock: _Clock) -> tuple[Iterator[np.ndarray], float | None]:
+    def _open(
+        self, source: AudioSource, clock: _Clock, name: str | None = None
+    ) -> tuple[Iterator[np.ndarray], float | None]:
         """Chunks of 16 kHz mono float32, and the expected duration in seconds if known."""
         max_s = self.settings.audio.max_duration_s
         if isinstance(source, (str, os.PathLike)):
             t0 = time.perf_counter()
             info = probe_audio(
                 Path(source), max_duration_s=max_s,
-                max_file_bytes=int(self.settings.audio.max_file_mb * 1024 * 1024),
+                max_file_bytes=int(self.settings.audio.max_file_mb * 1024 * 1024), display_name=name,
             )
             clock.decode += time.perf_counter() - t0
-            return stream_audio(Path(source), max_duration_s=max_s, chunk_s=CHUNK_S), info.duration_s
+            chunks = stream_audio(Path(source), max_duration_s=max_s, chunk_s=CHUNK_S, display_name=name)
+            return chunks, info.duration_s
         if isinstance(source, np.ndarray):
             audio = np.asarray(source, dtype=np.float32).reshape(-1)
             step = int(CHUNK_S * SAMPLE_RATE)
@@ -197,18 +200,36 @@ class Pipeline:
 
     # ---- public --------------------------------------------------------------------------------
 
+    def warm_up(self) -> None:
+        """Run every stage once on generated input, so the first real request is not the slow one
+        (lazy initialisation in torch, FunASR's VAD and jieba happens here)."""
+        rng = np.random.default_rng(0)
+        noise = (0.05 * rng.standard_normal(SAMPLE_RATE * 3)).astype(np.float32)
+        if self.models.vad is not None:
+            detector = SpeechDetector(self.models.vad, self.settings.vad.max_end_silence_ms)
+            detector.feed(noise)
+            detector.finish()
+        if self.recognizer is not None:
+            # two lengths: the padded-batch path as well as the single-segment one
+            self._recognize_batch([noise, noise[: SAMPLE_RATE * 2]])
+        if self.punctuator is not None:
+            self.punctuator("今 天 天 气 很 好 我 们 去 公 园 散 步 吧")
+
     def transcribe(
         self,
         source: AudioSource,
         options: TranscribeOptions = TranscribeOptions(),
         progress: ProgressCallback | None = None,
+        name: str | None = None,
     ) -> Transcript:
-        """The whole pipeline on one file. Raises AsrError subclasses for bad input."""
+        """The whole pipeline on one file. Raises AsrError subclasses for bad input.
+
+        ``name`` is what error messages call the file (the user's name for it)."""
         if self.recognizer is None:
             raise ConfigError("this service was started with the VAD-only profile; it cannot transcribe")
         started = time.perf_counter()
         clock = _Clock()
-        chunks, expected_s = self._open(source, clock)
+        chunks, expected_s = self._open(source, clock, name)
         state = {"samples": 0, "position_ms": 0}
         report = _Progress(progress, expected_s)
         window = 2 * self.settings.asr.batch_frames
@@ -267,13 +288,15 @@ class Pipeline:
         )
         return transcript
 
-    def detect_speech(self, source: AudioSource, progress: ProgressCallback | None = None) -> VadResult:
+    def detect_speech(
+        self, source: AudioSource, progress: ProgressCallback | None = None, name: str | None = None
+    ) -> VadResult:
         """The VAD-only service: speech segments of one file."""
         if self.models.vad is None:
             raise ConfigError("speech detection needs the VAD model: use a profile with 'vad'")
         started = time.perf_counter()
         clock = _Clock()
-        chunks, expected_s = self._open(source, clock)
+        chunks, expected_s = self._open(source, clock, name)
         state = {"samples": 0, "position_ms": 0}
         report = _Progress(progress, expected_s)
         segments = []

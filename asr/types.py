@@ -116,6 +116,14 @@ class VadResult:
     duration_s: float
     timings: StageTimings = field(default_factory=StageTimings)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "VadResult":
+        return cls(
+            segments=tuple(SpeechSegment(s["start_ms"], s["end_ms"]) for s in data["segments"]),
+            duration_s=data["duration_s"],
+            timings=StageTimings(**data.get("timings", {})),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "duration_s": self.duration_s,

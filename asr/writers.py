@@ -2,7 +2,8 @@
 
 Subtitle cues are sentence-level, in the audio's own timeline, monotonic, non-overlapping,
 never empty and never longer than ``OutputConfig.max_cue_ms`` / ``max_cue_chars``: a long
-sentence is split at its last comma that fits, else between tokens.
+sentence is split at its last comma that fits, else between tokens. (A token is never split,
+so a single token longer than the limits, e.g. a long English word, makes a cue of its own.)
 """
 
 from __future__ import annotations
@@ -74,7 +75,10 @@ def _split_untimed(sentence: Sentence, max_ms: int, max_chars: int) -> list[Cue]
 def build_cues(sentences: Sequence[Sentence], output: OutputConfig) -> list[Cue]:
     """Subtitle cues: monotonic, non-overlapping, non-empty, each at least 1 ms long."""
     raw = [c for s in sentences for c in _split_sentence(s, output.max_cue_ms, output.max_cue_chars)]
-    raw = [c for c in raw if c.text.strip()]
+    # One line of text per cue: a line break (let alone a blank line) inside the text would
+    # end an SRT/VTT cue early and corrupt the rest of the file.
+    raw = [Cue(c.start_ms, c.end_ms, " ".join(c.text.split())) for c in raw]
+    raw = [c for c in raw if c.text]
     raw.sort(key=lambda c: c.start_ms)
     cues: list[Cue] = []
     for i, cue in enumerate(raw):
@@ -83,7 +87,7 @@ def build_cues(sentences: Sequence[Sentence], output: OutputConfig) -> list[Cue]
         if i + 1 < len(raw):
             end = min(end, max(raw[i + 1].start_ms, start + 1))
         end = max(end, start + 1)
-        cues.append(Cue(start, end, cue.text.strip()))
+        cues.append(Cue(start, end, cue.text))
     return cues
 
 
@@ -92,6 +96,11 @@ def format_timestamp(ms: int, separator: str = ",") -> str:
     minutes, rest = divmod(rest, 60_000)
     seconds, millis = divmod(rest, 1000)
     return f"{hours:02d}:{minutes:02d}:{seconds:02d}{separator}{millis:03d}"
+
+
+def _one_line(text: str) -> str:
+    """``text`` with tabs and line breaks turned into spaces (one record per line)."""
+    return text.replace("\t", " ").replace("\r", " ").replace("\n", " ")
 
 
 class TranscriptWriter:
@@ -110,7 +119,7 @@ class TxtWriter(TranscriptWriter):
     def write(self, transcript: Transcript, file: TextIO, output: OutputConfig) -> None:
         if transcript.sentences:
             for sentence in transcript.sentences:
-                file.write(sentence.text + "\n")
+                file.write(_one_line(sentence.text) + "\n")
         elif transcript.text:
             file.write(transcript.text + "\n")
 
@@ -150,8 +159,8 @@ class TsvWriter(TranscriptWriter):
     def write(self, transcript: Transcript, file: TextIO, output: OutputConfig) -> None:
         file.write("start_ms\tend_ms\ttext\n")
         for sentence in transcript.sentences:
-            text = sentence.text.replace("\t", " ").replace("\n", " ")
-            file.write(f"{sentence.start_ms}\t{sentence.end_ms}\t{text}\n")
+            # a tab or a line break (\n, \r) inside the text would break the row
+            file.write(f"{sentence.start_ms}\t{sentence.end_ms}\t{_one_line(sentence.text)}\n")
 
 
 WRITERS: dict[str, TranscriptWriter] = {
@@ -215,7 +224,9 @@ VAD_WRITERS: dict[str, VadWriter] = {w.extension: w for w in (VadTxtWriter(), Va
 def parse_formats(spec: str | Sequence[str], registry: dict) -> list[str]:
     """``"srt,txt"`` → ``["srt", "txt"]``; raises ValueError naming the allowed formats."""
     names = [n.strip().lower() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
+    if not names:
+        raise ValueError(f"no output format given; choose from {', '.join(registry)}")
     unknown = [n for n in names if n not in registry]
-    if unknown or not names:
-        raise ValueError(f"unknown output format {unknown or spec!r}; choose from {', '.join(registry)}")
+    if unknown:
+        raise ValueError(f"unknown output format {', '.join(unknown)}; choose from {', '.join(registry)}")
     return list(dict.fromkeys(names))

@@ -123,7 +123,7 @@ def punc_tokens(size: int) -> list[str]:
     # fill the rest (full size) with two-character words, as a word-level vocab has
     i = 0
     while len(tokens) < size - 1:
-        tokens.append(cjk[i % len(cjk)] + cjk[(i * 7919) % len(cjk)])
+        tokens.append(cjk[i // len(cjk)] + cjk[i % len(cjk)])  # distinct for every i < len(cjk)**2
         i += 1
     tokens = tokens[: size - 1] + ["<unk>"]
     assert len(tokens) == size and len(set(tokens)) == size, "token list must be unique"
@@ -187,6 +187,19 @@ def build_asr(directory: Path, full: bool) -> None:
         _deep_update(config, TINY_ASR)
     params = _write_model_dir(directory, config, asr_tokens(), "asr", seed=1)
     logger.info("ASR %s: %.2f M random parameters in %s", "full" if full else "tiny", params / 1e6, directory)
+
+
+def build_plain_paraformer(directory: Path) -> None:
+    """A tiny plain Paraformer (CifPredictorV2, no timestamp branch): the shape of the lighter
+    ASR models a deployment can switch to with a config change."""
+    config = _read_config("paraformer-large-vad-punc.config.yaml")
+    for key in ("specaug", "specaug_conf"):
+        config.pop(key, None)
+    config["model"] = "Paraformer"
+    config["predictor"] = "CifPredictorV2"
+    config["predictor_conf"] = {"idim": 64, "threshold": 1.0, "l_order": 1, "r_order": 1, "tail_threshold": 0.45}
+    _deep_update(config, {k: v for k, v in TINY_ASR.items() if k != "predictor_conf"})
+    _write_model_dir(directory, config, asr_tokens(), "asr", seed=3)
 
 
 def build_punc(directory: Path, full: bool) -> None:
