@@ -1,0 +1,412 @@
+"""The engine service: loaded models, a bounded job queue, workers, and the job history.
+
+One worker owns each loaded model set (FunASR models are not re-entrant). A submit beyond
+``queue.max_size`` waiting jobs is refused at once with EngineBusyError. Every job is a row
+in SQLite that is committed before the caller learns of it; results are committed before a
+job is reported done. Nothing here knows about HTTP or Gradio.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from asr.config import Settings
+from asr.errors import (
+    AsrError,
+    EngineBusyError,
+    EngineNotReadyError,
+    FatalDeviceError,
+    JobCancelledError,
+    JobNotFoundError,
+    StorageFullError,
+)
+from asr.jobs import JobKind, JobRecord, JobState, JobStore
+from asr.types import TranscribeOptions, Transcript, VadResult
+
+logger = logging.getLogger(__name__)
+
+DB_NAME = "jobs.sqlite3"
+_SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
+
+
+@dataclass
+class _LiveJob:
+    """What only the running process knows about a job: progress, cancellation, completion."""
+
+    id: str
+    kind: JobKind
+    path: Path
+    options: TranscribeOptions
+    filename: str
+    stage: str = "queued"
+    progress: float = 0.0
+    cancel_requested: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+    unsaved: JobRecord | None = None  # a finished job the disk was too full to record
+
+
+@dataclass
+class _Worker:
+    index: int
+    thread: threading.Thread | None = None
+    job_id: str | None = None
+    state: str = "starting"
+
+
+def _default_on_fatal(error: BaseException) -> None:
+    logger.critical("fatal device error, exiting so that the supervisor restarts the service: %s", error)
+    logging.shutdown()
+    os._exit(70)
+
+
+class Engine:
+    """Owns the models, the queue and the history. Thread-safe."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        pipeline_factory: Callable[[Settings], Any] | None = None,
+        on_fatal: Callable[[BaseException], None] = _default_on_fatal,
+    ):
+        self.settings = settings
+        self._pipeline_factory = pipeline_factory or _load_pipeline
+        self._on_fatal = on_fatal
+        self._state_dir = settings.storage.state_path()
+        self._jobs_dir = settings.storage.cache_path() / "jobs"
+        self.store = JobStore(self._state_dir / DB_NAME)
+        self._lock = threading.Condition()
+        self._waiting: collections.deque[_LiveJob] = collections.deque()
+        self._reserved = 0
+        self._live: dict[str, _LiveJob] = {}
+        self._workers = [_Worker(i) for i in range(settings.queue.workers)]
+        self._pipelines: list[Any] = []
+        self._stopping = False
+        self.ready = threading.Event()
+        self.started_at = time.time()
+        self.load_seconds = 0.0
+        self.warmup_seconds = 0.0
+        self.listeners: list[Callable[[str, JobRecord], None]] = []
+
+    # ---- life cycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Recover from the last run, load one model set per worker, warm up, start the workers."""
+        self.store.mark_unfinished_interrupted()
+        self._sweep_job_dirs()
+        self.store.prune(self.settings.storage.keep_jobs, self.settings.storage.keep_days)
+        t0 = time.perf_counter()
+        self._pipelines = [self._pipeline_factory(self.settings) for _ in self._workers]
+        self.load_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for pipeline in self._pipelines:
+            pipeline.warm_up()
+        self.warmup_seconds = time.perf_counter() - t0
+        for worker, pipeline in zip(self._workers, self._pipelines):
+            worker.state = "idle"
+            worker.thread = threading.Thread(
+                target=self._work, args=(worker, pipeline), name=f"asr-worker-{worker.index}", daemon=True
+            )
+            worker.thread.start()
+        self.ready.set()
+        logger.info(
+            "engine ready: %d worker(s), models loaded in %.2f s, warm-up %.2f s",
+            len(self._workers), self.load_seconds, self.warmup_seconds,
+        )
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking work; jobs still waiting become interrupted (they are in the history)."""
+        with self._lock:
+            self._stopping = True
+            waiting = list(self._waiting)
+            self._waiting.clear()
+            self._lock.notify_all()
+        for job in waiting:
+            self._finish_unsaved_safe(job, JobState.INTERRUPTED, "the service was stopped before this job started", "interrupted")
+            self._release(job)
+        for worker in self._workers:
+            if worker.thread is not None:
+                worker.thread.join(timeout)
+        self.ready.clear()
+
+    def _sweep_job_dirs(self) -> None:
+        """Per-job upload copies a crash left behind."""
+        if self._jobs_dir.exists():
+            leftovers = list(self._jobs_dir.iterdir())
+            for path in leftovers:
+                shutil.rmtree(path, ignore_errors=True)
+            if leftovers:
+                logger.info("removed %d leftover job director(ies) from %s", len(leftovers), self._jobs_dir)
+        self._jobs_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def pipelines(self) -> list[Any]:
+        return self._pipelines
+
+    # ---- submitting -----------------------------------------------------------------------------
+
+    def submit(
+        self,
+        source: Path,
+        filename: str,
+        kind: JobKind = JobKind.TRANSCRIBE,
+        options: TranscribeOptions | None = None,
+        owner: str | None = None,
+        move: bool = False,
+    ) -> JobRecord:
+        """Queue a file. Raises an AudioError at once for unusable audio, EngineBusyError when full.
+
+        The file is copied (or moved) into a directory of the job's own, removed when it ends.
+        """
+        if not self.ready.is_set() or self._stopping:
+            raise EngineNotReadyError("the service is starting or stopping; try again in a moment")
+        options = options or TranscribeOptions()
+        self._probe(source, _display_name(filename))
+        with self._lock:
+            waiting = len(self._waiting) + self._reserved
+            if waiting >= self.settings.queue.max_size:
+                raise EngineBusyError(f"busy: {waiting} jobs waiting; try again later")
+            self._reserved += 1
+        job_id = uuid.uuid4().hex
+        try:
+            job_dir = self._jobs_dir / job_id
+            job_dir.mkdir(parents=True)
+            suffix = Path(filename).suffix.lower()
+            target = job_dir / ("input" + (suffix if _SAFE_SUFFIX.match(suffix) else ""))
+            try:
+                (shutil.move if move else shutil.copyfile)(source, target)
+            except OSError as e:
+                shutil.rmtree(job_dir, ignore_errors=True)
+                if e.errno == 28:  # ENOSPC
+                    raise StorageFullError("the server's storage is full; the upload could not be kept") from e
+                raise
+            record = JobRecord(
+                id=job_id, kind=kind, state=JobState.QUEUED, filename=_display_name(filename),
+                created_at=time.time(), options=asdict(options), owner=owner,
+            )
+            try:
+                self.store.create(record)
+            except StorageFullError:
+                shutil.rmtree(job_dir, ignore_errors=True)
+                raise
+            live = _LiveJob(job_id, kind, target, options, record.filename)
+            with self._lock:
+                self._live[job_id] = live
+                self._waiting.append(live)
+                self._lock.notify()
+        finally:
+            with self._lock:
+                self._reserved -= 1
+        logger.info("job %s queued: %s (%s)", job_id, record.filename, kind.value)
+        return self.get(job_id)
+
+    def _probe(self, source: Path, name: str) -> None:
+        from asr.audio import probe_audio
+
+        probe_audio(
+            source,
+            max_duration_s=self.settings.audio.max_duration_s,
+            max_file_bytes=int(self.settings.audio.max_file_mb * 1024 * 1024),
+            display_name=name,
+        )
+
+    # ---- watching ---------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobRecord:
+        with self._lock:
+            live = self._live.get(job_id)
+            position = next((i + 1 for i, j in enumerate(self._waiting) if j.id == job_id), None)
+        if live is not None and live.unsaved is not None:
+            return live.unsaved
+        record = self.store.get(job_id)
+        if live is None:
+            return record
+        return replace(record, stage=live.stage, progress=live.progress, queue_position=position)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
+        """Block until the job has finished (or the timeout passes); returns its record."""
+        with self._lock:
+            live = self._live.get(job_id)
+        if live is not None:
+            live.done.wait(timeout)
+        return self.get(job_id)
+
+    def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a queued job at once, or a running one at its next batch boundary."""
+        with self._lock:
+            live = self._live.get(job_id)
+            if live is None:
+                record = self.store.get(job_id)
+                if record.state.finished:
+                    raise JobCancelledError(f"job {job_id} has already {record.state.value}")
+                raise JobNotFoundError(f"job {job_id} is not active in this process")
+            live.cancel_requested = True
+            queued = live in self._waiting
+            if queued:
+                self._waiting.remove(live)
+        if queued and self.store.cancel_if_queued(job_id):
+            self._release(live)
+        return self.get(job_id)
+
+    def jobs(self, limit: int = 50, offset: int = 0, owner: str | None = None) -> list[JobRecord]:
+        records = self.store.list(limit=limit, offset=offset, owner=owner)
+        with self._lock:
+            positions = {j.id: i + 1 for i, j in enumerate(self._waiting)}
+            live = dict(self._live)
+        return [
+            replace(r, stage=live[r.id].stage, progress=live[r.id].progress, queue_position=positions.get(r.id))
+            if r.id in live else r
+            for r in records
+        ]
+
+    def status(self) -> dict[str, Any]:
+        from asr.loading import describe
+
+        with self._lock:
+            waiting = len(self._waiting)
+            workers = [{"index": w.index, "state": w.state, "job": w.job_id} for w in self._workers]
+        models = describe(self._pipelines[0].models) if self._pipelines else {}
+        return {
+            "ready": self.ready.is_set(),
+            "queue_waiting": waiting,
+            "queue_max_size": self.settings.queue.max_size,
+            "workers": workers,
+            "load_seconds": round(self.load_seconds, 3),
+            "warmup_seconds": round(self.warmup_seconds, 3),
+            "uptime_s": round(time.time() - self.started_at, 1),
+            **models,
+        }
+
+    # ---- working ------------------------------------------------------------------------------------
+
+    def _next(self, worker: _Worker) -> _LiveJob | None:
+        with self._lock:
+            while not self._waiting and not self._stopping:
+                self._lock.wait()
+            if self._stopping:
+                return None
+            job = self._waiting.popleft()
+            worker.job_id, worker.state = job.id, "busy"
+            return job
+
+    def _work(self, worker: _Worker, pipeline: Any) -> None:
+        while (job := self._next(worker)) is not None:
+            try:
+                self._run(job, pipeline)
+            finally:
+                with self._lock:
+                    worker.job_id, worker.state = None, "idle"
+        worker.state = "stopped"
+
+    def _run(self, job: _LiveJob, pipeline: Any) -> None:
+        if job.cancel_requested or not self.store.mark_running(job.id):
+            self._release(job)
+            return
+        job.stage = "starting"
+        self._emit(job.id)
+
+        def progress(stage: str, fraction: float) -> None:
+            if job.cancel_requested:
+                raise JobCancelledError("cancelled while running")
+            job.stage, job.progress = stage, fraction
+
+        started = time.perf_counter()
+        fatal: BaseException | None = None
+        try:
+            if job.kind is JobKind.VAD:
+                result: Transcript | VadResult = pipeline.detect_speech(job.path, progress=progress, name=job.filename)
+            else:
+                result = pipeline.transcribe(job.path, job.options, progress=progress, name=job.filename)
+            self._finish_completed(job, result)
+            outcome = "completed"
+        except JobCancelledError:
+            self._finish_unsaved_safe(job, JobState.CANCELLED, "cancelled while running", "cancelled")
+            outcome = "cancelled"
+        except FatalDeviceError as e:
+            self._finish_unsaved_safe(job, JobState.INTERRUPTED, f"the service's device failed: {e}", e.code)
+            outcome, fatal = "interrupted", e
+        except AsrError as e:
+            self._finish_unsaved_safe(job, JobState.FAILED, str(e), e.code)
+            outcome = "failed"
+        except Exception as e:  # a bug: keep serving, log everything, tell the user little
+            logger.exception("job %s failed unexpectedly", job.id)
+            self._finish_unsaved_safe(job, JobState.FAILED, "internal error while processing this file", "internal_error")
+            outcome = type(e).__name__
+        finally:
+            # prune before `done` is set, so a caller that waited sees the history it will keep
+            try:
+                self.store.prune(self.settings.storage.keep_jobs, self.settings.storage.keep_days)
+            except AsrError:
+                logger.warning("could not prune the job history", exc_info=True)
+            self._release(job)
+        record = self.get(job.id)
+        logger.info(
+            "job %s %s: file=%s audio_s=%s wall_s=%.3f rtf=%s timings=%s",
+            job.id, outcome, record.filename,
+            f"{record.duration_s:.2f}" if record.duration_s else "-", time.perf_counter() - started,
+            f"{record.rtf:.4f}" if record.rtf is not None else "-",
+            asdict(record.timings) if record.timings else "-",
+        )
+        self._emit(job.id)
+        if fatal is not None:
+            self._on_fatal(fatal)
+
+    def _finish_completed(self, job: _LiveJob, result: Transcript | VadResult) -> None:
+        try:
+            self.store.complete(job.id, result)
+        except StorageFullError as e:
+            # The result exists: keep it in memory so the user still gets it from this process.
+            logger.error("job %s finished but could not be saved: %s", job.id, e)
+            record = self.store.get(job.id)
+            job.unsaved = replace(record, state=JobState.COMPLETED, result=result, duration_s=result.duration_s,
+                                  timings=result.timings, finished_at=time.time(),
+                                  error=f"completed, but not saved to the history: {e}")
+
+    def _finish_unsaved_safe(self, job: _LiveJob, state: JobState, error: str, code: str | None) -> None:
+        try:
+            self.store.fail(job.id, state, error, code)
+        except StorageFullError:
+            record = self.store.get(job.id)
+            job.unsaved = replace(record, state=state, error=error, error_code=code, finished_at=time.time())
+
+    def _release(self, job: _LiveJob) -> None:
+        shutil.rmtree(job.path.parent, ignore_errors=True)
+        job.done.set()
+        with self._lock:
+            if job.unsaved is None:
+                self._live.pop(job.id, None)
+
+    def _emit(self, job_id: str) -> None:
+        if not self.listeners:
+            return
+        record = self.get(job_id)
+        for listener in self.listeners:
+            try:
+                listener(job_id, record)
+            except Exception:
+                logger.exception("job listener failed")
+
+
+def _display_name(filename: str) -> str:
+    """The user's file name for display: base name only, no control characters, bounded length."""
+    name = os.path.basename(filename.replace("\\", "/")) or "audio"
+    name = "".join(ch if ch.isprintable() else "?" for ch in name)
+    return name[:200]
+
+
+def _load_pipeline(settings: Settings):
+    from asr.loading import load_models
+    from asr.pipeline import Pipeline
+
+    return Pipeline(load_models(settings), settings)

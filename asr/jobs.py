@@ -1,0 +1,240 @@
+"""The job history: SQLite (WAL, synchronous=FULL), so a finished result survives crashes,
+restarts and dropped browser connections.
+
+Every state change is committed before anyone is told about it. Rows left ``queued`` or
+``running`` by a crash become ``interrupted`` when the service starts again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from asr.errors import JobNotFoundError, StorageFullError
+from asr.types import StageTimings, Transcript, VadResult
+
+logger = logging.getLogger(__name__)
+
+
+class JobState(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (JobState.QUEUED, JobState.RUNNING)
+
+
+class JobKind(str, Enum):
+    TRANSCRIBE = "transcribe"
+    VAD = "vad"
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    kind: JobKind
+    state: JobState
+    filename: str
+    created_at: float
+    options: dict[str, Any] = field(default_factory=dict)
+    started_at: float | None = None
+    finished_at: float | None = None
+    duration_s: float | None = None
+    error: str | None = None
+    error_code: str | None = None
+    result: Transcript | VadResult | None = None
+    timings: StageTimings | None = None
+    owner: str | None = None
+    # live, not stored:
+    stage: str | None = None
+    progress: float = 0.0
+    queue_position: int | None = None
+
+    @property
+    def rtf(self) -> float | None:
+        if self.timings is None or not self.duration_s:
+            return None
+        return self.timings.total_s / self.duration_s
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    owner TEXT,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    options TEXT NOT NULL DEFAULT '{}',
+    duration_s REAL,
+    error TEXT,
+    error_code TEXT,
+    timings TEXT,
+    result TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+"""
+
+
+def _is_disk_full(error: sqlite3.Error) -> bool:
+    return isinstance(error, sqlite3.OperationalError) and "full" in str(error).lower()
+
+
+class JobStore:
+    """Thread-safe access to the jobs table (one connection, one lock)."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit survives power loss, not just a crash of this process.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _write(self, sql: str, params: tuple) -> int:
+        with self._lock:
+            try:
+                cursor = self._db.execute(sql, params)
+            except sqlite3.Error as e:
+                if _is_disk_full(e):
+                    raise StorageFullError(
+                        f"the job history could not be saved: the disk holding {self.path.parent} is full"
+                    ) from e
+                raise
+            return cursor.rowcount
+
+    # ---- writes (each one its own committed transaction) -------------------------------------
+
+    def create(self, job: JobRecord) -> None:
+        self._write(
+            "INSERT INTO jobs (id, kind, state, filename, owner, created_at, options) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (job.id, job.kind.value, job.state.value, job.filename, job.owner, job.created_at,
+             json.dumps(job.options, ensure_ascii=False)),
+        )
+
+    def mark_running(self, job_id: str) -> bool:
+        """queued → running; False if the job was cancelled meanwhile."""
+        return self._write(
+            "UPDATE jobs SET state = ?, started_at = ? WHERE id = ? AND state = ?",
+            (JobState.RUNNING.value, time.time(), job_id, JobState.QUEUED.value),
+        ) == 1
+
+    def complete(self, job_id: str, result: Transcript | VadResult) -> None:
+        payload = json.dumps({"type": type(result).__name__, "data": result.to_dict()}, ensure_ascii=False)
+        self._write(
+            "UPDATE jobs SET state = ?, finished_at = ?, duration_s = ?, timings = ?, result = ? WHERE id = ?",
+            (JobState.COMPLETED.value, time.time(), result.duration_s, json.dumps(asdict(result.timings)), payload,
+             job_id),
+        )
+
+    def fail(self, job_id: str, state: JobState, error: str, code: str | None) -> None:
+        self._write(
+            "UPDATE jobs SET state = ?, finished_at = ?, error = ?, error_code = ? WHERE id = ?",
+            (state.value, time.time(), error, code, job_id),
+        )
+
+    def cancel_if_queued(self, job_id: str) -> bool:
+        return self._write(
+            "UPDATE jobs SET state = ?, finished_at = ?, error = ? WHERE id = ? AND state = ?",
+            (JobState.CANCELLED.value, time.time(), "cancelled before it started", job_id, JobState.QUEUED.value),
+        ) == 1
+
+    def mark_unfinished_interrupted(self) -> int:
+        """At start: jobs a crash left queued or running become interrupted."""
+        count = self._write(
+            "UPDATE jobs SET state = ?, finished_at = ?, error = ?, error_code = ? WHERE state IN (?, ?)",
+            (JobState.INTERRUPTED.value, time.time(),
+             "the service stopped or restarted while this job was waiting or running; please submit it again",
+             "interrupted", JobState.QUEUED.value, JobState.RUNNING.value),
+        )
+        if count:
+            logger.warning("%d job(s) left unfinished by the previous run marked interrupted", count)
+        return count
+
+    def prune(self, keep_jobs: int, keep_days: float) -> int:
+        """Delete the oldest finished jobs beyond the retention limits."""
+        cutoff = time.time() - keep_days * 86400
+        finished = tuple(s.value for s in JobState if s.finished)
+        marks = ",".join("?" * len(finished))
+        removed = self._write(f"DELETE FROM jobs WHERE state IN ({marks}) AND created_at < ?", (*finished, cutoff))
+        removed += self._write(
+            f"DELETE FROM jobs WHERE state IN ({marks}) AND id NOT IN "
+            f"(SELECT id FROM jobs WHERE state IN ({marks}) ORDER BY created_at DESC LIMIT ?)",
+            (*finished, *finished, keep_jobs),
+        )
+        return removed
+
+    # ---- reads --------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobRecord:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFoundError(f"no job with id {job_id!r} (it may have expired from the history)")
+        return _record(row)
+
+    def list(self, limit: int = 100, offset: int = 0, owner: str | None = None, with_results: bool = False) -> list[JobRecord]:
+        columns = "*" if with_results else "id, kind, state, filename, owner, created_at, started_at, finished_at, " \
+            "options, duration_s, error, error_code, timings, NULL AS result"
+        where, params = ("WHERE owner IS ?", (owner,)) if owner is not None else ("", ())
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {columns} FROM jobs {where} ORDER BY created_at DESC LIMIT ? OFFSET ?", (*params, limit, offset)
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return {state: n for state, n in rows}
+
+    def integrity_check(self) -> str:
+        with self._lock:
+            return self._db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _record(row: sqlite3.Row) -> JobRecord:
+    result: Transcript | VadResult | None = None
+    if row["result"]:
+        payload = json.loads(row["result"])
+        cls = VadResult if payload["type"] == "VadResult" else Transcript
+        result = cls.from_dict(payload["data"])
+    return JobRecord(
+        id=row["id"],
+        kind=JobKind(row["kind"]),
+        state=JobState(row["state"]),
+        filename=row["filename"],
+        owner=row["owner"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        options=json.loads(row["options"] or "{}"),
+        duration_s=row["duration_s"],
+        error=row["error"],
+        error_code=row["error_code"],
+        timings=StageTimings(**json.loads(row["timings"])) if row["timings"] else None,
+        result=result,
+    )
