@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime_flags(p)
     _common(p)
 
+    p = sub.add_parser("serve", help="run the web app and the HTTP API")
+    p.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default from config: 6006)")
+    _common(p)
+
     p = sub.add_parser("download", help="fetch the pinned models into the cache (needs the network)")
     _common(p)
     p = sub.add_parser("verify", help="check the cached models against their sha256 manifests (offline)")
@@ -279,7 +284,17 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if ok else 1
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import app  # the web app lives beside the package: the only place Gradio is imported
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
+    if overrides:
+        settings = settings.model_copy(update={"server": settings.server.model_copy(update=overrides)})
+    return app.serve(settings)
+
+
 COMMANDS = {
+    "serve": cmd_serve,
     "transcribe": cmd_transcribe,
     "vad": cmd_vad,
     "download": cmd_download,
@@ -294,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = _settings(args)
-        setup_logging(settings.log_level if args.log_level or args.command != "transcribe" else "WARNING")
+        quiet = args.command in ("transcribe", "vad") and not args.log_level  # their output is the summary
+        setup_logging("WARNING" if quiet else settings.log_level)
         return COMMANDS[args.command](args, settings)
     except AsrError as e:
         print(f"asr {args.command}: error: {e}", file=sys.stderr)
