@@ -24,6 +24,7 @@ from asr.config import Settings
 from asr.errors import ConfigError, ModelError, ModelIncompleteError
 from asr.funasr_import import import_registered, registry
 from asr.model_files import FIX_HINT, ModelLocation, ModelRole, locate_all
+from asr.precision import is_retry, load_converted, resolve_precision, select_int8_engine, use_fused_attention
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class ModelSet:
 
     device: torch.device
     precision: str
+    precision_reason: str = ""
     asr: LoadedModel | None = None
     vad: LoadedModel | None = None
     punc: LoadedModel | None = None
@@ -185,7 +187,13 @@ def _load_weights(module: torch.nn.Module, location: ModelLocation) -> None:
     module.load_state_dict({k: state[k] for k in expected}, strict=True, assign=True)
 
 
-def _build(location: ModelLocation, extra: dict[str, Any] | None = None) -> LoadedModel:
+def _build(
+    location: ModelLocation,
+    extra: dict[str, Any] | None = None,
+    precision: str = "fp32",
+    device: torch.device = torch.device("cpu"),
+    convert_cache: Path | None = None,
+) -> LoadedModel:
     config = _read_config(location)
     import_registered(*(config.get(f) for f in _CLASS_FIELDS if isinstance(config.get(f), str)))
     classes = registry().model_classes
@@ -200,9 +208,21 @@ def _build(location: ModelLocation, extra: dict[str, Any] | None = None) -> Load
     jieba_dict = location.directory / "jieba_usr_dict"
     if jieba_dict.is_file():
         kwargs["jieba_usr_dict"] = str(jieba_dict)
-    with torch.device("meta"):
-        module = classes[config["model"]](**kwargs)
-    _load_weights(module, location)
+    def build_on_meta() -> torch.nn.Module:
+        with torch.device("meta"):
+            return classes[config["model"]](**kwargs)
+
+    def load_fp32(m: torch.nn.Module) -> None:
+        _load_weights(m, location)
+
+    try:
+        module = load_converted(build_on_meta(), location, precision, device, convert_cache, load_fp32)
+    except Exception as e:
+        if not is_retry(e):
+            raise
+        module = load_converted(build_on_meta(), location, precision, device, convert_cache, load_fp32)
+    if precision != "fp32" and location.role in ("asr", "punc"):
+        use_fused_attention(module)
     module.eval()
     if location.is_test_model:
         logger.warning(
@@ -217,6 +237,10 @@ def load_models(settings: Settings, device: torch.device | None = None) -> Model
     started = time.perf_counter()
     locations = locate_all(settings)  # fails fast, before any slow work
     device = device or resolve_device(settings.runtime.device)
+    precision, why = resolve_precision(settings.runtime.precision, device)
+    if precision == "int8" and device.type == "cpu":
+        why += f"; quantized engine {select_int8_engine()}"
+    convert_cache = settings.storage.cache_path() / "converted"
     configure_threads(settings)
     vad_extra = {"max_single_segment_time": settings.vad.max_segment_ms}
     if settings.vad.max_end_silence_ms is not None:
@@ -224,7 +248,7 @@ def load_models(settings: Settings, device: torch.device | None = None) -> Model
     loaded: dict[str, LoadedModel] = {}
     for role, location in locations.items():
         t0 = time.perf_counter()
-        model = _build(location, vad_extra if role == "vad" else None)
+        model = _build(location, vad_extra if role == "vad" else None, precision, device, convert_cache)
         # VAD stays on the CPU: the FSMN is 0.4 M parameters driven by a per-frame Python loop,
         # so a GPU would only add transfers.
         model.module.to(device if role != "vad" else torch.device("cpu"))
@@ -236,13 +260,14 @@ def load_models(settings: Settings, device: torch.device | None = None) -> Model
         )
     models = ModelSet(
         device=device,
-        precision="fp32",
+        precision=precision,
+        precision_reason=why,
         asr=loaded.get("asr"),
         vad=loaded.get("vad"),
         punc=loaded.get("punc"),
         load_seconds=time.perf_counter() - started,
     )
-    logger.info("models ready on %s in %.2f s", device, models.load_seconds)
+    logger.info("models ready on %s, precision %s (%s), in %.2f s", device, precision, why, models.load_seconds)
     return models
 
 
@@ -251,6 +276,7 @@ def describe(models: ModelSet) -> dict[str, Any]:
     return {
         "device": str(models.device),
         "precision": models.precision,
+        "precision_reason": models.precision_reason,
         "load_seconds": round(models.load_seconds, 3),
         "test_models": models.uses_test_models,
         "models": {

@@ -12,6 +12,8 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import queue
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ from asr.config import Settings
 from asr.errors import ConfigError, FatalDeviceError, OutOfMemoryError
 from asr.loading import ModelSet
 from asr.punctuate import Punctuation, Punctuator, join_segment_texts
-from asr.recognize import RecognizedSegment, Recognizer, frames_for
+from asr.recognize import FRAME_MS, RecognizedSegment, Recognizer
 from asr.sentences import build_sentences, join_words, per_segment_sentences
 from asr.types import (
     ProgressCallback,
@@ -54,11 +56,68 @@ _STREAM_SHARE = 0.95
 class _Clock:
     decode: float = 0.0
     vad: float = 0.0
+    features: float = 0.0
     asr: float = 0.0
     punc: float = 0.0
 
     def timings(self, total: float) -> StageTimings:
-        return StageTimings(self.decode, self.vad, self.asr, self.punc, total)
+        # features are the ASR model's own front end: counted with ASR
+        return StageTimings(self.decode, self.vad, self.asr + self.features, self.punc, total)
+
+
+class _Ahead:
+    """Run an iterator in a background thread, ``depth`` items ahead of its consumer.
+
+    Exceptions reach the consumer in order; if the consumer stops early, the producer is told
+    to stop and the thread is joined."""
+
+    _END = object()
+
+    def __init__(self, source: Iterator, depth: int):
+        self._source = source
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="asr-ahead", daemon=True)
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            with torch.inference_mode():
+                for item in self._source:
+                    if not self._put((item, None)):
+                        return
+        except BaseException as e:  # handed to the consumer, which raises it
+            self._put((None, e))
+            return
+        self._put((self._END, None))
+
+    def __enter__(self) -> "_Ahead":
+        self._thread.start()
+        return self
+
+    def __iter__(self):
+        while True:
+            item, error = self._queue.get()
+            if error is not None:
+                raise error
+            if item is self._END:
+                return
+            yield item
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        close = getattr(self._source, "close", None)
+        if close is not None:
+            close()
 
 
 def _is_fatal_device_error(error: BaseException) -> bool:
@@ -72,7 +131,9 @@ class Pipeline:
     def __init__(self, models: ModelSet, settings: Settings):
         self.models = models
         self.settings = settings
-        self.recognizer = Recognizer(models.asr, models.device) if models.asr else None
+        self.recognizer = Recognizer(models.asr, models.device, models.precision) if models.asr else None
+        # Padded frames per batch. CPU: ~1000 measured fastest (bigger batches fall out of cache).
+        self.batch_frames = settings.asr.batch_frames or (1000 if models.device.type == "cpu" else 8000)
         self.punctuator = Punctuator(models.punc, models.device) if models.punc else None
 
     # ---- sources ----------------------------------------------------------------------------
@@ -110,7 +171,8 @@ class Pipeline:
 
     def _segmenter(self, use_vad: bool):
         if use_vad and self.models.vad is not None:
-            return SpeechDetector(self.models.vad, self.settings.vad.max_end_silence_ms)
+            return SpeechDetector(self.models.vad, self.settings.vad.max_end_silence_ms,
+                                  fast_features=self.models.precision != "fp32")
         return FixedSegmenter(self.settings.vad.max_segment_ms)
 
     def _speech(
@@ -163,11 +225,11 @@ class Pipeline:
 
     # ---- recognition --------------------------------------------------------------------------
 
-    def _recognize_batch(self, waves: list[np.ndarray]) -> list[RecognizedSegment]:
+    def _recognize_batch(self, feats: list[torch.Tensor]) -> list[RecognizedSegment]:
         """One batch; on out-of-memory, halve it until one segment alone does not fit."""
         failed = False
         try:
-            return self.recognizer(waves)
+            return self.recognizer.decode(feats)
         except torch.OutOfMemoryError:
             failed = True  # recover outside the except block, so the traceback frees its tensors
         except RuntimeError as e:
@@ -178,25 +240,33 @@ class Pipeline:
             gc.collect()
             if self.models.device.type == "cuda":
                 torch.cuda.empty_cache()
-            if len(waves) == 1:
-                seconds = len(waves[0]) / SAMPLE_RATE
+            if len(feats) == 1:
+                seconds = feats[0].shape[0] * FRAME_MS / 1000
                 raise OutOfMemoryError(
                     f"out of {self.models.device.type} memory on a {seconds:.0f} s speech segment; "
                     "lower vad.max_segment_ms or asr.batch_frames, or free device memory"
                 )
-            half = len(waves) // 2
-            logger.warning("out of memory on a batch of %d segments; retrying in halves", len(waves))
-            return self._recognize_batch(waves[:half]) + self._recognize_batch(waves[half:])
+            half = len(feats) // 2
+            logger.warning("out of memory on a batch of %d segments; retrying in halves", len(feats))
+            return self._recognize_batch(feats[:half]) + self._recognize_batch(feats[half:])
         raise AssertionError("unreachable")
 
-    def _recognize(self, pending: list[tuple[int, SpeechSegment, np.ndarray]]) -> dict[int, RecognizedSegment]:
-        frames = [frames_for(len(wave)) for _, _, wave in pending]
+    def _recognize(self, pending: list[tuple[int, SpeechSegment, torch.Tensor]]) -> dict[int, RecognizedSegment]:
+        frames = [feats.shape[0] for _, _, feats in pending]
         results: dict[int, RecognizedSegment] = {}
-        for batch in plan_batches(frames, self.settings.asr.batch_frames, self.settings.asr.max_batch_size):
+        for batch in plan_batches(frames, self.batch_frames, self.settings.asr.max_batch_size):
             outputs = self._recognize_batch([pending[i][2] for i in batch])
             for i, output in zip(batch, outputs):
                 results[pending[i][0]] = output
         return results
+
+    def _featurized(self, speech: Iterator[tuple[SpeechSegment, np.ndarray]], clock: _Clock):
+        """Segments with their ASR features, computed as they come (in the producer thread)."""
+        for segment, wave in speech:
+            t0 = time.perf_counter()
+            feats = self.recognizer.featurize(wave)
+            clock.features += time.perf_counter() - t0
+            yield segment, feats
 
     # ---- public --------------------------------------------------------------------------------
 
@@ -206,12 +276,12 @@ class Pipeline:
         rng = np.random.default_rng(0)
         noise = (0.05 * rng.standard_normal(SAMPLE_RATE * 3)).astype(np.float32)
         if self.models.vad is not None:
-            detector = SpeechDetector(self.models.vad, self.settings.vad.max_end_silence_ms)
+            detector = self._segmenter(True)
             detector.feed(noise)
             detector.finish()
         if self.recognizer is not None:
             # two lengths: the padded-batch path as well as the single-segment one
-            self._recognize_batch([noise, noise[: SAMPLE_RATE * 2]])
+            self._recognize_batch([self.recognizer.featurize(noise), self.recognizer.featurize(noise[: SAMPLE_RATE * 2])])
         if self.punctuator is not None:
             self.punctuator("今 天 天 气 很 好 我 们 去 公 园 散 步 吧")
 
@@ -232,8 +302,9 @@ class Pipeline:
         chunks, expected_s = self._open(source, clock, name)
         state = {"samples": 0, "position_ms": 0}
         report = _Progress(progress, expected_s)
-        window = 2 * self.settings.asr.batch_frames
-        pending: list[tuple[int, SpeechSegment, np.ndarray]] = []
+        # Enough pending speech to sort into several batches; bounded, whatever the file length.
+        window = max(8 * self.batch_frames, 4000)
+        pending: list[tuple[int, SpeechSegment, torch.Tensor]] = []
         pending_frames = 0
         segments: list[SpeechSegment] = []
         recognized: dict[int, RecognizedSegment] = {}
@@ -250,14 +321,18 @@ class Pipeline:
             report("asr", state["position_ms"])
 
         report("decode", 0)
-        for segment, wave in self._speech(chunks, self._segmenter(options.use_vad), clock, state):
-            pending.append((len(segments), segment, wave))
-            segments.append(segment)
-            pending_frames += frames_for(len(wave))
-            if pending_frames >= window:
-                flush()
-            else:
-                report("vad", pending[0][1].start_ms)
+        speech = self._speech(chunks, self._segmenter(options.use_vad), clock, state)
+        # Decoding, VAD and features run in a thread of their own, ahead of the recognition:
+        # they are mostly single-threaded, so they fill the gaps the model leaves on the cores.
+        with _Ahead(self._featurized(speech, clock), depth=64) as ahead:
+            for segment, feats in ahead:
+                pending.append((len(segments), segment, feats))
+                segments.append(segment)
+                pending_frames += feats.shape[0]
+                if pending_frames >= window:
+                    flush()
+                else:
+                    report("vad", pending[0][1].start_ms)
         flush()
 
         pairs = [(segments[i], recognized[i]) for i in range(len(segments))]

@@ -23,9 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
+from torch.nn.utils.rnn import pad_sequence
 
+from asr.fbank import fast_fbank
 from asr.loading import LoadedModel
+from asr.precision import compute_dtype, cpu_has_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,20 @@ logger = logging.getLogger(__name__)
 FRAME_MS = 60
 #: Tokens FunASR's text post-processing removes.
 _DROPPED_TOKENS = frozenset({"<s>", "</s>", "<unk>", "<OOV>"})
+
+
+def _split_directions(blstm: torch.nn.LSTM) -> tuple[torch.nn.LSTM, torch.nn.LSTM]:
+    """Two one-way LSTMs sharing the bidirectional one's weights."""
+    directions = []
+    for suffix in ("", "_reverse"):
+        one = torch.nn.LSTM(blstm.input_size, blstm.hidden_size, 1, bias=blstm.bias, batch_first=True,
+                            device="meta")
+        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            if hasattr(blstm, name + suffix):
+                setattr(one, name, getattr(blstm, name + suffix))
+        one.flatten_parameters()
+        directions.append(one.eval())
+    return directions[0], directions[1]
 
 
 @dataclass(frozen=True)
@@ -50,17 +66,15 @@ class RecognizedSegment:
         return " ".join(self.words).strip()
 
 
-def frames_for(samples: int, sample_rate: int = 16000) -> int:
-    """Encoder frames a segment of ``samples`` produces (what batches are budgeted in)."""
-    return max(1, int(samples * 1000 / sample_rate) // FRAME_MS)
-
-
 class Recognizer:
     """Decode batches of 16 kHz float32 segments with one loaded Paraformer."""
 
-    def __init__(self, model: LoadedModel, device: torch.device):
+    def __init__(self, model: LoadedModel, device: torch.device, precision: str = "fp32"):
         self.model = model
         self.device = device
+        self.dtype = compute_dtype(precision)
+        # Reduced modes also take the vectorised fbank; fp32 keeps FunASR's, bit for bit.
+        self.fast_features = precision != "fp32"
         self.module = model.module
         self.frontend = model.frontend
         self.tokenizer = model.tokenizer
@@ -69,6 +83,14 @@ class Recognizer:
         self._cif = predictor_module.cif
         self._cif_wo_hidden = predictor_module.cif_wo_hidden
         self._has_timestamp_branch = hasattr(self.predictor, "get_upsample_timestamp")
+        self._blstm_dtype = torch.float32
+        if self._has_timestamp_branch and getattr(self.predictor, "upsample_type", "") == "cnn_blstm":
+            # In reduced modes the timestamp BLSTM runs in bf16 where the CPU has it (2x faster
+            # than fp32; dynamic int8 gains nothing on an LSTM here).
+            if precision in ("bf16", "int8") and (device.type == "cuda" or cpu_has_bf16()):
+                self._blstm_dtype = torch.bfloat16 if device.type == "cpu" or precision == "bf16" else torch.float32
+            self.predictor.blstm.to(self._blstm_dtype)
+            self._blstm_directions = _split_directions(self.predictor.blstm)
         from funasr.models.transformer.utils.nets_utils import make_pad_mask
         from funasr.utils import postprocess_utils
         from funasr.utils.timestamp_tools import ts_prediction_lfr6_standard
@@ -77,15 +99,20 @@ class Recognizer:
         self._postprocess = postprocess_utils.sentence_postprocess
         self._timestamps = ts_prediction_lfr6_standard
 
-    # ---- features --------------------------------------------------------------------------
+    # ---- features ----------------------------------------------------------------------------
+
+    def featurize(self, wave: np.ndarray) -> torch.Tensor:
+        """fbank + LFR + CMVN of one segment with FunASR's frontend: (frames, 560) float32."""
+        tensor = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))[None, :]
+        with fast_fbank(self.fast_features):
+            feat, _ = self.frontend(tensor, [tensor.shape[1]])
+        return feat[0]
 
     def features(self, waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """fbank + LFR + CMVN per segment (FunASR's frontend), padded into one batch."""
-        feats = []
-        for wave in waves:
-            tensor = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))[None, :]
-            feat, _ = self.frontend(tensor, [tensor.shape[1]])
-            feats.append(feat[0])
+        return self._pad([self.featurize(w) for w in waves])
+
+    @staticmethod
+    def _pad(feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.int32)
         batch = feats[0][None] if len(feats) == 1 else pad_sequence(feats, batch_first=True)
         return batch, lengths
@@ -119,13 +146,12 @@ class Recognizer:
         source = torch.relu(p.cif_conv1d(p.pad(context))) if p.use_cif1_cnn else context
         up = p.upsample_cnn(source).transpose(1, 2)
         if p.upsample_type == "cnn_blstm":
-            up_lengths = lengths.cpu().long() * p.upsample_times
+            up_lengths = lengths.long() * p.upsample_times
             if bool((up_lengths == up.shape[1]).all()):
-                up, _ = p.blstm(up)
-            else:  # unequal lengths: pack, so padding never reaches the backward direction
-                packed = pack_padded_sequence(up, up_lengths, batch_first=True, enforce_sorted=False)
-                out, _ = p.blstm(packed)
-                up, _ = pad_packed_sequence(out, batch_first=True, total_length=up.shape[1])
+                up, _ = p.blstm(up.to(self._blstm_dtype))
+            else:
+                up = self._blstm_unpadded(up, up_lengths)
+            up = up.float()
         elif p.upsample_type == "cnn_attn":
             up, _ = p.self_attn(up, mask)
         alphas2 = torch.sigmoid(p.cif_output2(up))
@@ -136,13 +162,34 @@ class Recognizer:
         peaks2 = self._cif_wo_hidden(alphas2, p.threshold - 1e-4)
         return alphas2, peaks2
 
-    @torch.inference_mode()
+    def _blstm_unpadded(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The bidirectional LSTM as if each sequence ran alone, without packing (the packed CPU
+        path is twice as slow): the forward direction never sees the padding at the end, and
+        the backward direction runs forward over each sequence reversed within its own length."""
+        forward, backward = self._blstm_directions
+        x = x.to(self._blstm_dtype)
+        steps = torch.arange(x.shape[1], device=x.device)[None, :]
+        reverse = torch.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
+        index = reverse[:, :, None].expand(-1, -1, x.shape[2])
+        ahead, _ = forward(x)
+        behind, _ = backward(torch.gather(x, 1, index))
+        behind = torch.gather(behind, 1, reverse[:, :, None].expand(-1, -1, behind.shape[2]))
+        return torch.cat([ahead, behind], dim=-1)
+
     def __call__(self, waves: list[np.ndarray]) -> list[RecognizedSegment]:
-        """Recognise one batch; the result keeps the order of ``waves``."""
-        if not waves:
+        """Recognise one batch of 16 kHz segments; the result keeps their order."""
+        return self.decode([self.featurize(w) for w in waves])
+
+    @torch.inference_mode()
+    def decode(self, feats: list[torch.Tensor]) -> list[RecognizedSegment]:
+        """Recognise one batch of feature matrices (from ``featurize``), in their order."""
+        if not feats:
             return []
-        speech, lengths = self.features(waves)
-        speech = speech.to(self.device)
+        speech, lengths = self._pad(feats)
+        if self.device.type == "cuda":  # untested here: pinned memory lets the copy overlap
+            speech = speech.pin_memory().to(self.device, dtype=self.dtype, non_blocking=True)
+        else:
+            speech = speech.to(self.dtype)
         lengths_dev = lengths.to(self.device)
         hidden, hidden_lengths = self.module.encode(speech, lengths_dev)
         if isinstance(hidden, tuple):
@@ -151,18 +198,21 @@ class Recognizer:
         # The predictor's 3-tap convolution reads one frame past each segment's end: zero the
         # padding so that a batched segment sees what it sees alone (FunASR leaves it dirty).
         hidden = hidden * mask.transpose(1, 2).to(hidden.dtype)
-        embeds, token_num, alphas, peaks = self._predict_tokens(hidden, mask)
+        # CIF integrates alphas up to a threshold of 1.0: always in fp32, whatever the mode.
+        hidden_f = hidden.float()
+        embeds, token_num, alphas, peaks = self._predict_tokens(hidden_f, mask)
         token_num = token_num.round().long()
         if int(token_num.max()) < 1:
-            return [RecognizedSegment((), ()) for _ in waves]
-        decoder_out, _ = self.module.cal_decoder_with_predictor(hidden, hidden_lengths, embeds, token_num)
+            return [RecognizedSegment((), ()) for _ in feats]
+        decoder_out, _ = self.module.cal_decoder_with_predictor(hidden, hidden_lengths, embeds.to(self.dtype), token_num)
+        decoder_out = decoder_out.float()
         if self._has_timestamp_branch:
-            us_alphas, us_peaks = self._upsampled_alphas(hidden, hidden_lengths, mask, token_num)
+            us_alphas, us_peaks = self._upsampled_alphas(hidden_f, hidden_lengths, mask, token_num)
         ids = decoder_out.argmax(dim=-1).cpu()
         hidden_lengths = hidden_lengths.cpu()
         token_num = token_num.cpu()
         results = []
-        for i in range(len(waves)):
+        for i in range(len(feats)):
             token_int = [
                 t for t in ids[i, : token_num[i]].tolist()
                 if t not in (self.module.eos, self.module.sos, self.module.blank_id)

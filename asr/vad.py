@@ -11,6 +11,7 @@ import logging
 import numpy as np
 import torch
 
+from asr.fbank import fast_fbank
 from asr.loading import LoadedModel
 from asr.types import SpeechSegment
 
@@ -25,8 +26,9 @@ VAD_BLOCK_MS = 60000
 class SpeechDetector:
     """Streaming FSMN-VAD over one file. Feed chunks with ``feed``, then call ``finish`` once."""
 
-    def __init__(self, model: LoadedModel, max_end_silence_ms: int | None = None):
+    def __init__(self, model: LoadedModel, max_end_silence_ms: int | None = None, fast_features: bool = False):
         self._module = model.module
+        self._fast_features = fast_features
         self._frontend = model.frontend
         self._cache: dict = {}
         self._held: torch.Tensor | None = None
@@ -41,7 +43,7 @@ class SpeechDetector:
         self._saved_end_silence = self._module.vad_opts.max_end_silence_time
 
     def _run(self, samples: torch.Tensor, is_final: bool) -> list[SpeechSegment]:
-        with torch.inference_mode():
+        with torch.inference_mode(), fast_fbank(self._fast_features):
             results, _ = self._module.inference(
                 data_in=[samples], key=["audio"], frontend=self._frontend,
                 cache=self._cache, is_final=is_final, **self._options,

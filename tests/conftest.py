@@ -37,7 +37,7 @@ def test_models() -> Path:
 def settings(test_models):
     from asr.config import load_settings
 
-    return load_settings(TEST_CONFIG, runtime={"device": "cpu"})
+    return load_settings(TEST_CONFIG, runtime={"device": "cpu", "precision": "fp32"})
 
 
 @pytest.fixture(scope="session")

@@ -87,7 +87,8 @@ def test_timings_and_rtf(pipeline, speech_with_pauses):
     transcript = pipeline.transcribe(speech_with_pauses)
     t = transcript.timings
     assert t.total_s > 0 and t.vad_s > 0 and t.asr_s > 0 and t.punc_s > 0
-    assert t.total_s >= t.vad_s + t.asr_s + t.punc_s - 1e-3
+    # decoding and VAD run ahead in their own thread, overlapping ASR: each stage fits in the total
+    assert all(stage <= t.total_s for stage in (t.decode_s, t.vad_s, t.asr_s, t.punc_s))
     assert transcript.rtf == pytest.approx(t.total_s / transcript.duration_s)
 
 
@@ -138,8 +139,9 @@ print(len(transcript.segments), transcript.duration_s, resource.getrusage(resour
 
 @pytest.mark.slow
 def test_long_audio_is_streamed_not_held(test_models, speech_dir, sentence_clips):
-    """Peak memory of a 24-minute file is within a small margin of a 6-minute one's: the audio
-    streams through a rolling window and is never held whole (24 min of float32 is 92 MB)."""
+    """Peak memory of a 30-minute file stays within a margin of a 6-minute one's: the audio streams
+    through a rolling window and is never held whole (holding it would add 92 MB of float32; what
+    does grow is the transcript itself, tokens and timestamps)."""
     import subprocess
     import sys
 
@@ -147,16 +149,16 @@ def test_long_audio_is_streamed_not_held(test_models, speech_dir, sentence_clips
 
     clips = sorted(str(p) for p in speech_dir.glob("sentence*.wav"))
     peaks = {}
-    for minutes in (6, 24):
+    for minutes in (6, 30):
         out = subprocess.run(
             [sys.executable, "-c", _LONG_RUN, str(minutes), str(TEST_CONFIG), *clips],
             cwd=REPO, capture_output=True, text=True, check=True,
         ).stdout.split()
         segments, duration, peaks[minutes] = int(out[0]), float(out[1]), int(out[2])
         assert duration == pytest.approx(minutes * 60, abs=0.1) and segments > minutes * 5
-    grown = peaks[24] - peaks[6]
-    audio_growth = (24 - 6) * 60 * 16000 * 4
-    assert grown < audio_growth / 4, f"peak RSS grew {grown / 1e6:.0f} MB from 6 to 24 minutes"
+    grown = peaks[30] - peaks[6]
+    audio_growth = (30 - 6) * 60 * 16000 * 4
+    assert grown < audio_growth / 2, f"peak RSS grew {grown / 1e6:.0f} MB from 6 to 30 minutes"
 
 
 def test_profiles_load_only_their_models(settings):
