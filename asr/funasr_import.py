@@ -59,9 +59,17 @@ def _install_bare_package() -> None:
 def _quiet_import(module: str) -> types.ModuleType:
     # FunASR prints notices (about ffmpeg, urllib) and pydub warns about ffmpeg on import;
     # we never use those decoders, so they are only noise in our logs.
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=RuntimeWarning, module="pydub")
-        return importlib.import_module(module)
+    # TorchScript is switched off while they import: FunASR scripts a few ONNX-export helpers at
+    # import time (~0.5 s of compiling on two cores) that inference never calls.
+    import torch.jit._state as jit_state
+
+    jit_state.disable()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=RuntimeWarning, module="pydub")
+            return importlib.import_module(module)
+    finally:
+        jit_state.enable()
 
 
 def import_registered(*names: str) -> None:

@@ -220,7 +220,10 @@ def _swap_in_skeletons(module: torch.nn.Module, layout: dict[str, dict[str, Any]
         parent_name, _, child = name.rpartition(".")
         parent = module.get_submodule(parent_name) if parent_name else module
         if spec["type"] == "Linear":
-            new = nnqd.Linear(spec["in"], spec["out"], bias_=spec["bias"], dtype=torch.qint8)
+            # Built 1x1 and resized: the real weights are packed once, by load_state_dict; packing
+            # a full-size zero matrix first would double the load time.
+            new = nnqd.Linear(1, 1, bias_=spec["bias"], dtype=torch.qint8)
+            new.in_features, new.out_features = spec["in"], spec["out"]
         else:
             new = nnqd.LSTM(spec["input_size"], spec["hidden_size"], spec["num_layers"], bias=spec["bias"],
                             batch_first=spec["batch_first"], bidirectional=spec["bidirectional"], dtype=torch.qint8)
@@ -246,7 +249,7 @@ def load_converted(
     cache_dir: Path | None,
     load_fp32: Callable[[torch.nn.Module], None],
 ) -> torch.nn.Module:
-    """Give ``module`` (built on the meta device) its weights in ``precision``: from the converted
+    """Give ``module`` (built with unfilled weights) its weights in ``precision``: from the converted
     cache when there is one, else by loading fp32, converting and caching the result."""
     role = location.role
     if precision == "fp32" or role not in ("asr", "punc") or (role == "punc" and precision != "int8"):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
-
 import torch
 
 from asr.loading import LoadedModel
+from asr.types import Punctuation
 
 logger = logging.getLogger(__name__)
 
@@ -29,16 +28,6 @@ def join_segment_texts(texts: list[str]) -> str:
     for text in cleaned[1:]:
         joined += ("" if _is_cjk(joined[-1]) and _is_cjk(text[0]) else " ") + text
     return joined
-
-
-@dataclass(frozen=True)
-class Punctuation:
-    text: str
-    """The punctuated text."""
-    marks: tuple[int, ...]
-    """One id per input word into ``labels`` (1 = no mark)."""
-    labels: tuple[str, ...]
-    """CT-Transformer's classes, e.g. ('<unk>', '_', '，', '。', '？', '、')."""
 
 
 class Punctuator:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import logging
 import sys
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,6 +27,7 @@ from torch.nn.utils.rnn import pad_sequence
 from asr.fbank import fast_fbank
 from asr.loading import LoadedModel
 from asr.precision import compute_dtype, cpu_has_bf16
+from asr.types import RecognizedSegment
 
 logger = logging.getLogger(__name__)
 
@@ -49,21 +49,6 @@ def _split_directions(blstm: torch.nn.LSTM) -> tuple[torch.nn.LSTM, torch.nn.LST
         one.flatten_parameters()
         directions.append(one.eval())
     return directions[0], directions[1]
-
-
-@dataclass(frozen=True)
-class RecognizedSegment:
-    """One segment's recognition, in FunASR's post-processed form."""
-
-    words: tuple[str, ...]
-    """Units after FunASR's post-processing: Chinese characters and whole English words."""
-    timestamps: tuple[tuple[int, int], ...]
-    """[start_ms, end_ms] per word, relative to the segment's start."""
-
-    @property
-    def text(self) -> str:
-        """FunASR's per-segment text: the words joined by spaces."""
-        return " ".join(self.words).strip()
 
 
 class Recognizer:

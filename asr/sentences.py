@@ -6,9 +6,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
-from asr.punctuate import Punctuation
-from asr.recognize import RecognizedSegment
-from asr.types import Sentence, SpeechSegment, TimedToken
+from asr.types import Punctuation, RecognizedSegment, Sentence, SpeechSegment, TimedToken
 
 logger = logging.getLogger(__name__)
 

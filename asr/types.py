@@ -133,3 +133,28 @@ class VadResult:
             ],
             "timings": asdict(self.timings),
         }
+
+
+@dataclass(frozen=True)
+class Punctuation:
+    text: str
+    """The punctuated text."""
+    marks: tuple[int, ...]
+    """One id per input word into ``labels`` (1 = no mark)."""
+    labels: tuple[str, ...]
+    """CT-Transformer's classes, e.g. ('<unk>', '_', '，', '。', '？', '、')."""
+
+
+@dataclass(frozen=True)
+class RecognizedSegment:
+    """One segment's recognition, in FunASR's post-processed form."""
+
+    words: tuple[str, ...]
+    """Units after FunASR's post-processing: Chinese characters and whole English words."""
+    timestamps: tuple[tuple[int, int], ...]
+    """[start_ms, end_ms] per word, relative to the segment's start."""
+
+    @property
+    def text(self) -> str:
+        """FunASR's per-segment text: the words joined by spaces."""
+        return " ".join(self.words).strip()
