@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 #: Bump when the conversion changes, so stale caches are not reused.
-CONVERTER_VERSION = 4
+CONVERTER_VERSION = 5
 _QUANTIZED_KEY = "__asr_quantized_modules__"
 
 
@@ -140,6 +140,11 @@ def _cast(module: torch.nn.Module, role: str, dtype: torch.dtype) -> None:
         return  # punctuation is fed integer ids through FunASR's own loop; it stays fp32
     for _, part in _converted_parts(module, role):
         part.to(dtype)
+        # LayerNorm keeps fp32 parameters: FunASR's fp32 masks hand it fp32 inputs at times,
+        # and CPU layer_norm takes fp32 or bf16 inputs with fp32 parameters, not the reverse.
+        for sub in part.modules():
+            if isinstance(sub, torch.nn.LayerNorm):
+                sub.float()
 
 
 # ---- faster attention for reduced modes ---------------------------------------------------------

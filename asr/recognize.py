@@ -147,6 +147,11 @@ class Recognizer:
         peaks2 = self._cif_wo_hidden(alphas2, p.threshold - 1e-4)
         return alphas2, peaks2
 
+    def _autocast(self):
+        """bf16/fp16: FunASR multiplies activations by fp32 masks, which promotes them back to
+        fp32; autocast casts them again at each matmul and convolution."""
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+
     def _blstm_unpadded(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The bidirectional LSTM as if each sequence ran alone, without packing (the packed CPU
         path is twice as slow): the forward direction never sees the padding at the end, and
@@ -176,7 +181,8 @@ class Recognizer:
         else:
             speech = speech.to(self.dtype)
         lengths_dev = lengths.to(self.device)
-        hidden, hidden_lengths = self.module.encode(speech, lengths_dev)
+        with self._autocast():
+            hidden, hidden_lengths = self.module.encode(speech, lengths_dev)
         if isinstance(hidden, tuple):
             hidden = hidden[0]
         mask = (~self._make_pad_mask(hidden_lengths, maxlen=hidden.size(1))[:, None, :]).to(hidden.device)
@@ -189,7 +195,8 @@ class Recognizer:
         token_num = token_num.round().long()
         if int(token_num.max()) < 1:
             return [RecognizedSegment((), ()) for _ in feats]
-        decoder_out, _ = self.module.cal_decoder_with_predictor(hidden, hidden_lengths, embeds.to(self.dtype), token_num)
+        with self._autocast():
+            decoder_out, _ = self.module.cal_decoder_with_predictor(hidden, hidden_lengths, embeds.to(self.dtype), token_num)
         decoder_out = decoder_out.float()
         if self._has_timestamp_branch:
             us_alphas, us_peaks = self._upsampled_alphas(hidden_f, hidden_lengths, mask, token_num)

@@ -1,0 +1,42 @@
+"""The benchmark and CER scripts, run for real (the benchmark in its tiny smoke form)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def test_cer_scoring_counts_substitutions_deletions_and_insertions(tmp_path):
+    (tmp_path / "text").write_text("utt1 今天 天气 很好\nutt2 你好世界\nutt3 空\n", encoding="utf-8")
+    (tmp_path / "hyp").write_text("utt1 今天天气很好。\nutt2 你好时界啊\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "scripts/eval_cer.py", "--ref", str(tmp_path / "text"),
+                           "--hyp", str(tmp_path / "hyp")], cwd=REPO, capture_output=True, text=True, check=True)
+    # utt1 exact (punctuation and spaces ignored); utt2: one substitution, one insertion; utt3: one deletion
+    assert "CER 27.27% (3 errors / 11 reference characters, 3 utterances, 1 without a hypothesis)" in done.stdout
+
+
+def test_cer_transcribes_a_wav_scp(tmp_path, speech_wav, test_models):
+    (tmp_path / "wav.scp").write_text(f"a {speech_wav}\n", encoding="utf-8")
+    (tmp_path / "text").write_text("a 今天天气很好我们去公园散步吧\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "scripts/eval_cer.py", "--ref", str(tmp_path / "text"), "--wav-scp",
+                           str(tmp_path / "wav.scp"), "--config", "config.test-models.yaml", "--precision", "int8",
+                           "--save-hyp", str(tmp_path / "hyp")], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("CER ") and "1 utterances" in done.stdout
+    assert (tmp_path / "hyp").read_text(encoding="utf-8").startswith("a ")
+
+
+@pytest.mark.slow
+def test_benchmark_smoke_runs_every_configuration(test_models):
+    """The benchmark end to end on tiny models: every row present, no thresholds."""
+    done = subprocess.run([sys.executable, "scripts/bench.py", "--smoke"], cwd=REPO, capture_output=True,
+                          text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = done.stdout
+    for row in ("FunASR AutoModel", "this service fp32", "this service int8"):
+        assert f"| {row}" in table
+    assert "funasr-onnx int8 |" in table or "funasr-onnx int8 not measured" in table
+    assert "| fp32 |" in table  # the per-stage table
