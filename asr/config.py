@@ -129,6 +129,14 @@ class AudioConfig(_Section):
     """Longest audio accepted; longer files are refused before decoding."""
     max_file_mb: float = Field(2048, gt=0)
     """Largest upload accepted, in MiB."""
+    isolate_decoder: bool = True
+    """Probe and decode in a child process with the limits below (a crash there fails one job only)."""
+    decode_timeout_s: float = Field(900, gt=0)
+    """Wall-clock limit for decoding one file."""
+    decode_stall_s: float = Field(60, gt=0)
+    """The decoder is stopped when it produces nothing for this long."""
+    decoder_memory_mb: int = Field(2048, ge=256)
+    """Address-space limit of the decoder process."""
 
 
 class OutputConfig(_Section):
@@ -148,6 +156,11 @@ class ServerConfig(_Section):
     """Set when a reverse proxy serves the app under a sub-path, e.g. /asr."""
     delete_cache_s: tuple[int, int] = (3600, 24 * 3600)
     """Gradio's temp-file sweep: (every N s, files older than M s); M must exceed the longest wait + run."""
+    metrics: bool = True
+    """Serve Prometheus metrics at /metrics (behind the same logins as the API when ``auth`` is set)."""
+    health_timeout_s: float = Field(5.0, gt=0, le=300)
+    """How long each probe of the health check behind the systemd watchdog (the job database's
+    write lock, the server's own /readyz) may wait before the check counts as failed."""
 
     @field_validator("auth")
     @classmethod

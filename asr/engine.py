@@ -9,6 +9,7 @@ job is reported done. Nothing here knows about HTTP or Gradio.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import os
 import re
@@ -135,6 +136,7 @@ class Engine:
         for job in waiting:
             self._finish_unsaved_safe(job, JobState.INTERRUPTED, "the service was stopped before this job started", "interrupted")
             self._release(job)
+            logger.info("%s", _job_log_line(self.get(job.id), "interrupted"))
         for worker in self._workers:
             if worker.thread is not None:
                 worker.thread.join(timeout)
@@ -212,6 +214,12 @@ class Engine:
         return self.get(job_id)
 
     def _probe(self, source: Path, name: str) -> None:
+        """Refuse an unusable file at once, before it waits in the queue."""
+        if self.settings.audio.isolate_decoder:
+            from asr.isolation import probe_isolated
+
+            probe_isolated(source, self.settings.audio, name)
+            return
         from asr.audio import probe_audio
 
         probe_audio(
@@ -257,6 +265,8 @@ class Engine:
                 self._waiting.remove(live)
         if queued and self.store.cancel_if_queued(job_id):
             self._release(live)
+            logger.info("%s", _job_log_line(self.get(job_id), "cancelled"))
+            self._emit(job_id)
         return self.get(job_id)
 
     def jobs(self, limit: int = 50, offset: int = 0, owner: str | None = None) -> list[JobRecord]:
@@ -339,10 +349,10 @@ class Engine:
         except AsrError as e:
             self._finish_unsaved_safe(job, JobState.FAILED, str(e), e.code)
             outcome = "failed"
-        except Exception as e:  # a bug: keep serving, log everything, tell the user little
+        except Exception:  # a bug: keep serving, log everything, tell the user little
             logger.exception("job %s failed unexpectedly", job.id)
             self._finish_unsaved_safe(job, JobState.FAILED, "internal error while processing this file", "internal_error")
-            outcome = type(e).__name__
+            outcome = "failed"
         finally:
             # prune before `done` is set, so a caller that waited sees the history it will keep
             try:
@@ -351,13 +361,7 @@ class Engine:
                 logger.warning("could not prune the job history", exc_info=True)
             self._release(job)
         record = self.get(job.id)
-        logger.info(
-            "job %s %s: file=%s audio_s=%s wall_s=%.3f rtf=%s timings=%s",
-            job.id, outcome, record.filename,
-            f"{record.duration_s:.2f}" if record.duration_s else "-", time.perf_counter() - started,
-            f"{record.rtf:.4f}" if record.rtf is not None else "-",
-            asdict(record.timings) if record.timings else "-",
-        )
+        logger.info("%s", _job_log_line(record, outcome, time.perf_counter() - started))
         self._emit(job.id)
         if fatal is not None:
             self._on_fatal(fatal)
@@ -396,6 +400,30 @@ class Engine:
                 listener(job_id, record)
             except Exception:
                 logger.exception("job listener failed")
+
+
+def _job_log_line(record: JobRecord, outcome: str, wall_s: float | None = None) -> str:
+    """The one line logged per finished job, as ``job_done key=value ...`` (logfmt).
+
+    Numbers are bare, a missing value is left out, and the file name comes last and is always
+    JSON-quoted, so that a log shipper (or ``shlex.split``) gets the fields back unambiguously.
+    """
+    fields: dict[str, str | None] = {
+        "id": record.id,
+        "kind": record.kind.value,
+        "outcome": outcome,
+        "audio_s": f"{record.duration_s:.3f}" if record.duration_s is not None else None,
+        "wall_s": f"{wall_s:.3f}" if wall_s is not None else None,
+        "rtf": f"{record.rtf:.5f}" if record.rtf is not None else None,
+        "queue_s": (f"{max(0.0, record.started_at - record.created_at):.3f}"
+                    if record.started_at is not None else None),
+    }
+    if record.timings is not None:
+        for stage, seconds in asdict(record.timings).items():
+            fields[stage] = f"{seconds:.3f}"
+    fields["error_code"] = record.error_code
+    fields["file"] = json.dumps(record.filename, ensure_ascii=False)
+    return "job_done " + " ".join(f"{key}={value}" for key, value in fields.items() if value is not None)
 
 
 def _display_name(filename: str) -> str:

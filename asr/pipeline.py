@@ -25,6 +25,7 @@ import torch
 
 from asr.audio import SAMPLE_RATE, probe_audio, stream_audio
 from asr.batching import plan_batches
+from asr.isolation import stream_isolated
 from asr.config import Settings
 from asr.errors import ConfigError, FatalDeviceError, OutOfMemoryError
 from asr.loading import ModelSet
@@ -132,6 +133,10 @@ class Pipeline:
         self.models = models
         self.settings = settings
         self.recognizer = Recognizer(models.asr, models.device, models.precision) if models.asr else None
+        # Fault injection for the reliability tests (never set in production): "oom" makes every
+        # batch of more than one segment run out of memory, "oom-always" every batch, and
+        # "device-error" raises what a poisoned CUDA context raises.
+        self._fault = os.environ.get("ASR_FAULT_INJECT", "")
         # Padded frames per batch. CPU: ~1000 measured fastest (bigger batches fall out of cache).
         self.batch_frames = settings.asr.batch_frames or (1000 if models.device.type == "cpu" else 8000)
         self.punctuator = Punctuator(models.punc, models.device) if models.punc else None
@@ -145,12 +150,15 @@ class Pipeline:
         max_s = self.settings.audio.max_duration_s
         if isinstance(source, (str, os.PathLike)):
             t0 = time.perf_counter()
-            info = probe_audio(
-                Path(source), max_duration_s=max_s,
-                max_file_bytes=int(self.settings.audio.max_file_mb * 1024 * 1024), display_name=name,
-            )
+            if self.settings.audio.isolate_decoder:
+                info, chunks = stream_isolated(Path(source), self.settings.audio, name, CHUNK_S)
+            else:
+                info = probe_audio(
+                    Path(source), max_duration_s=max_s,
+                    max_file_bytes=int(self.settings.audio.max_file_mb * 1024 * 1024), display_name=name,
+                )
+                chunks = stream_audio(Path(source), max_duration_s=max_s, chunk_s=CHUNK_S, display_name=name)
             clock.decode += time.perf_counter() - t0
-            chunks = stream_audio(Path(source), max_duration_s=max_s, chunk_s=CHUNK_S, display_name=name)
             return chunks, info.duration_s
         if isinstance(source, np.ndarray):
             audio = np.asarray(source, dtype=np.float32).reshape(-1)
@@ -181,7 +189,7 @@ class Pipeline:
         """Segments with their samples, cut from a rolling buffer that never holds the whole file."""
         # A segment can only start this far behind the newest sample: VAD works in 60 s
         # blocks, then a segment is at most max_segment_ms long plus its closing silence.
-        retain = (VAD_BLOCK_MS + 2 * CHUNK_S * 1000 + self.settings.vad.max_segment_ms + 10000) * SAMPLES_PER_MS
+        retain = int(VAD_BLOCK_MS + 2 * CHUNK_S * 1000 + self.settings.vad.max_segment_ms + 10000) * SAMPLES_PER_MS
         buffer = np.zeros(0, dtype=np.float32)
         buffer_start = 0
         last_end = 0
@@ -229,6 +237,8 @@ class Pipeline:
         """One batch; on out-of-memory, halve it until one segment alone does not fit."""
         failed = False
         try:
+            if self._fault:
+                self._inject(len(feats))
             return self.recognizer.decode(feats)
         except torch.OutOfMemoryError:
             failed = True  # recover outside the except block, so the traceback frees its tensors
@@ -250,6 +260,12 @@ class Pipeline:
             logger.warning("out of memory on a batch of %d segments; retrying in halves", len(feats))
             return self._recognize_batch(feats[:half]) + self._recognize_batch(feats[half:])
         raise AssertionError("unreachable")
+
+    def _inject(self, batch_size: int) -> None:
+        if self._fault == "device-error":
+            raise RuntimeError("CUDA error: an illegal memory access was encountered (injected)")
+        if self._fault == "oom-always" or (self._fault == "oom" and batch_size > 1):
+            raise torch.OutOfMemoryError(f"injected: out of memory on a batch of {batch_size}")
 
     def _recognize(self, pending: list[tuple[int, SpeechSegment, torch.Tensor]]) -> dict[int, RecognizedSegment]:
         frames = [feats.shape[0] for _, _, feats in pending]

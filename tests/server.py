@@ -91,7 +91,8 @@ def _environment() -> dict[str, str]:
 
 
 def start_server(directory: Path, models_dir: Path, *, overrides: dict[str, Any] | None = None,
-                 ready_timeout: float = READY_TIMEOUT_S, attempts: int = 3) -> Server:
+                 ready_timeout: float = READY_TIMEOUT_S, attempts: int = 3,
+                 env: dict[str, str] | None = None) -> Server:
     """Start ``app.py`` and wait until ``GET /readyz`` answers 200 (models loaded and warmed up).
 
     Retries on a new port if the chosen one was taken in the meantime; raises RuntimeError with the
@@ -105,7 +106,8 @@ def start_server(directory: Path, models_dir: Path, *, overrides: dict[str, Any]
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "app.py", "--config", str(config_path), "--port", str(port)],
-                cwd=REPO, env=_environment(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=REPO, env={**_environment(), **(env or {})}, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT,
             )
         server = Server(f"http://127.0.0.1:{port}", port, process, config_path, log_path)
         deadline = time.monotonic() + ready_timeout
