@@ -11,16 +11,20 @@ import argparse
 import logging
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from asr.config import Settings, load_settings
 from asr.engine import Engine
 from asr.errors import AsrError, EngineBusyError
+from asr.health import HealthCheck, local_url
 from asr.jobs import JobKind, JobRecord, JobState
+from asr.notify import Notifier, Watchdog
 from asr.types import TranscribeOptions, Transcript, VadResult
 from asr.writers import VAD_WRITERS, WRITERS, format_timestamp
 
@@ -347,25 +351,78 @@ def start_engine_in_background(engine: Engine) -> threading.Thread:
     return thread
 
 
+def announce_when_ready(engine: Engine, server: Any, notifier: Notifier, settings: Settings) -> Callable[[], None]:
+    """Tell systemd READY=1 once the models are warmed AND the port listens, then start the
+    health-gated watchdog. Nothing is sent if either never happens (the unit then times out).
+    Returns the function that stops the watchdog, for the shutdown."""
+    stopped = threading.Event()
+    lock = threading.Lock()
+    watchdogs: list[Watchdog] = []
+
+    def run() -> None:
+        while not (engine.ready.is_set() and server.started):
+            if server.should_exit or stopped.is_set():
+                return
+            time.sleep(0.1)
+        url = local_url(settings.server.host, settings.server.port)
+        status = f"ready: models loaded in {engine.load_seconds:.1f} s, serving on {url}"
+        with lock:
+            if stopped.is_set():
+                return
+            notifier.ready(status)
+            if notifier.watchdog_interval_s:
+                watchdog = Watchdog(notifier, HealthCheck(engine, url, settings.server.health_timeout_s), status)
+                watchdog.start()
+                watchdogs.append(watchdog)
+
+    def stop() -> None:
+        with lock:
+            stopped.set()
+        for watchdog in watchdogs:
+            watchdog.stop()
+
+    threading.Thread(target=run, name="sd-notify", daemon=True).start()
+    return stop
+
+
 def serve(settings: Settings) -> int:
     """Run the web app and API until stopped."""
     import uvicorn
 
     from asr.model_files import locate_all
 
+    notifier = Notifier.from_environment()  # read first: it also hides NOTIFY_SOCKET from children
     locate_all(settings)  # fail fast, with the fix, before binding the port
+    notifier.status("loading the models")
     # Starlette spools uploads through tempfile: keep them on our own disk, not a tmpfs /tmp.
     import tempfile
 
     os.environ["TMPDIR"] = str(settings.storage.cache_path() / "tmp")
     tempfile.tempdir = None
-    app, engine = create_app(settings)
+    # Models load while the UI is built: the two overlap on the cores and start-up is shorter.
+    engine = Engine(settings)
     start_engine_in_background(engine)
+    app, engine = create_app(settings, engine)
     logger.info("serving on http://%s:%d (UI and API)", settings.server.host, settings.server.port)
     config = uvicorn.Config(app, host=settings.server.host, port=settings.server.port, log_level="warning",
                             timeout_graceful_shutdown=10)
-    uvicorn.Server(config).run()
-    engine.stop()
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if not self.should_exit:  # tell systemd at once, not after the graceful shutdown
+                notifier.stopping("stopping: waiting jobs become interrupted")
+            super().handle_exit(sig, frame)
+
+    server = Server(config)
+    stop_watchdog = announce_when_ready(engine, server, notifier, settings)
+    # uvicorn re-raises SIGTERM once it has shut down; with the default handler that would kill
+    # the process before the engine is stopped. The stop is clean, so exit 0 instead.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        server.run()
+    finally:
+        stop_watchdog()
+        engine.stop()
     return 0
 
 

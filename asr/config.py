@@ -152,6 +152,9 @@ class ServerConfig(_Section):
     port: int = Field(6006, ge=1, le=65535)
     auth: list[str] = []
     """Optional logins as "user:password" (or set ASR_SERVER__AUTH='["user:pw"]'); empty: no login."""
+    allowed_origins: list[str] = []
+    """Extra browser origins the API accepts (e.g. a reverse proxy's https://asr.example.org);
+    same-origin requests and non-browser clients are always accepted."""
     root_path: str = ""
     """Set when a reverse proxy serves the app under a sub-path, e.g. /asr."""
     delete_cache_s: tuple[int, int] = (3600, 24 * 3600)

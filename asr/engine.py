@@ -174,6 +174,7 @@ class Engine:
         if not self.ready.is_set() or self._stopping:
             raise EngineNotReadyError("the service is starting or stopping; try again in a moment")
         options = options or TranscribeOptions()
+        self._refuse_if_full()  # at once: a busy service answers before it looks at the file
         self._probe(source, _display_name(filename))
         with self._lock:
             waiting = len(self._waiting) + self._reserved
@@ -212,6 +213,12 @@ class Engine:
                 self._reserved -= 1
         logger.info("job %s queued: %s (%s)", job_id, record.filename, kind.value)
         return self.get(job_id)
+
+    def _refuse_if_full(self) -> None:
+        with self._lock:
+            waiting = len(self._waiting) + self._reserved
+        if waiting >= self.settings.queue.max_size:
+            raise EngineBusyError(f"busy: {waiting} jobs waiting; try again later")
 
     def _probe(self, source: Path, name: str) -> None:
         """Refuse an unusable file at once, before it waits in the queue."""
@@ -264,9 +271,9 @@ class Engine:
             if queued:
                 self._waiting.remove(live)
         if queued and self.store.cancel_if_queued(job_id):
-            self._release(live)
             logger.info("%s", _job_log_line(self.get(job_id), "cancelled"))
             self._emit(job_id)
+            self._release(live)
         return self.get(job_id)
 
     def jobs(self, limit: int = 50, offset: int = 0, owner: str | None = None) -> list[JobRecord]:
@@ -333,6 +340,7 @@ class Engine:
 
         started = time.perf_counter()
         fatal: BaseException | None = None
+        outcome = "failed"
         try:
             if job.kind is JobKind.VAD:
                 result: Transcript | VadResult = pipeline.detect_speech(job.path, progress=progress, name=job.filename)
@@ -359,10 +367,14 @@ class Engine:
                 self.store.prune(self.settings.storage.keep_jobs, self.settings.storage.keep_days)
             except AsrError:
                 logger.warning("could not prune the job history", exc_info=True)
+            # and log and tell the listeners (metrics) before it too, so that a caller that
+            # waited finds the job's log line and its metrics already there
+            try:
+                logger.info("%s", _job_log_line(self.get(job.id), outcome, time.perf_counter() - started))
+                self._emit(job.id)
+            except Exception:
+                logger.exception("could not report the end of job %s", job.id)
             self._release(job)
-        record = self.get(job.id)
-        logger.info("%s", _job_log_line(record, outcome, time.perf_counter() - started))
-        self._emit(job.id)
         if fatal is not None:
             self._on_fatal(fatal)
 
