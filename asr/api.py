@@ -4,11 +4,13 @@
 * ``POST /v1/jobs``, ``GET /v1/jobs``, ``GET|DELETE /v1/jobs/{id}``, ``GET /v1/jobs/{id}/result`` —
   for hours-long files: submit, poll, fetch in any output format.
 * ``GET /healthz`` (process up), ``GET /readyz`` (models loaded and warmed).
+* ``GET /metrics`` — Prometheus text format (asr.metrics); behind the logins when they are on.
 """
 
 
 import asyncio
 import base64
+import errno
 import hmac
 import io
 import logging
@@ -22,7 +24,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from asr.config import Settings
 from asr.engine import Engine
-from asr.errors import AsrError, FileTooLargeError, JobNotFoundError
+from asr.errors import AsrError, FileTooLargeError, JobNotFoundError, StorageFullError
 from asr.jobs import JobKind, JobRecord, JobState
 from asr.types import TranscribeOptions, Transcript, VadResult
 from asr.writers import VAD_WRITERS, WRITERS
@@ -85,6 +87,38 @@ class BodyLimit:
             pass
         if exceeded and not answered:
             await _too_large(send, self.max_bytes)
+
+
+class OriginGuard:
+    """ASGI middleware: every route (API and UI) refuses requests a browser sends from another site.
+
+    Through an SSH tunnel the service is ``localhost`` to the user's browser, so any web page
+    that browser opens could otherwise POST files to it (CSRF). Browsers send ``Origin`` on
+    such requests; it must name this service (same host and port) or a configured origin.
+    Clients that are not browsers (curl, SDKs) send no Origin and are not affected."""
+
+    def __init__(self, app, allowed_origins: tuple[str, ...] = (), prefixes: tuple[str, ...] = ("/",)):
+        self.app = app
+        self.allowed = {o.rstrip("/").lower() for o in allowed_origins}
+        self.prefixes = prefixes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith(self.prefixes):
+            headers = dict(scope.get("headers") or [])
+            origin = headers.get(b"origin", b"").decode("latin-1").rstrip("/").lower()
+            host = headers.get(b"host", b"").decode("latin-1").lower()
+            if origin and origin != "null" and origin.split("://", 1)[-1] != host and origin not in self.allowed:
+                body = b'{"error": {"message": "cross-origin request refused (Origin does not match this service)", ' \
+                       b'"type": "forbidden_origin", "code": "forbidden_origin"}}'
+                await send({"type": "http.response.start", "status": 403,
+                            "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+            if origin == "null":
+                await send({"type": "http.response.start", "status": 403, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+                return
+        await self.app(scope, receive, send)
 
 
 class _BodyTooLarge(Exception):
@@ -196,8 +230,11 @@ def openai_body(transcript: Transcript, fmt: str, settings: Settings) -> Respons
 
 async def _save_upload(upload: UploadFile, directory: Path, max_bytes: int) -> Path:
     """Stream the upload to a private temp file on the service's own disk."""
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix="upload-", dir=directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="upload-", dir=directory)
+    except OSError as e:
+        raise _storage_error(e) from e
     size = 0
     try:
         with os.fdopen(fd, "wb") as out:
@@ -206,10 +243,19 @@ async def _save_upload(upload: UploadFile, directory: Path, max_bytes: int) -> P
                 if size > max_bytes:
                     raise FileTooLargeError(f"the file is larger than the {max_bytes // (1024 * 1024)} MB limit")
                 out.write(chunk)
+    except OSError as e:
+        os.unlink(name)
+        raise _storage_error(e) from e
     except BaseException:
         os.unlink(name)
         raise
     return Path(name)
+
+
+def _storage_error(error: OSError) -> Exception:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFullError("the server's storage is full; the upload could not be kept, try again later")
+    return error
 
 
 def create_api(engine: Engine, settings: Settings) -> FastAPI:
@@ -217,6 +263,7 @@ def create_api(engine: Engine, settings: Settings) -> FastAPI:
     app = FastAPI(title="Offline ASR", version="1", docs_url="/v1/docs", openapi_url="/v1/openapi.json", redoc_url=None)
     max_bytes = int(settings.audio.max_file_mb * 1024 * 1024)
     app.add_middleware(BodyLimit, max_bytes=max_bytes + 64 * 1024)  # multipart framing on top
+    app.add_middleware(OriginGuard, allowed_origins=tuple(settings.server.allowed_origins))
     logins = parse_logins(settings.server.auth)
     uploads = settings.storage.cache_path() / "uploads"
 
@@ -328,6 +375,16 @@ def create_api(engine: Engine, settings: Settings) -> FastAPI:
         if engine.ready.is_set():
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "starting"}, status_code=503)
+
+    if settings.server.metrics:
+        from asr.metrics import ServiceMetrics
+
+        metrics = ServiceMetrics(engine)
+
+        @router.get("/metrics", include_in_schema=False)
+        async def prometheus_metrics(user: User) -> Response:
+            body, content_type = await asyncio.to_thread(metrics.render)  # reads SQLite
+            return Response(body, media_type=content_type)
 
     app.include_router(router)
     return app

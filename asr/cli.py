@@ -1,4 +1,4 @@
-"""The ``asr`` command: transcribe, vad, download, verify, info (and the service commands).
+"""The ``asr`` command: transcribe, vad, download, verify, info, bundle, install-bundle (and serve).
 
 Heavy imports (torch, FunASR) happen only in the commands that need them, after the
 arguments are parsed, so ``asr --help`` and ``asr verify`` stay instant.
@@ -44,6 +44,15 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, **overrides)
 
 
+def _ray_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster (needs `pip install .[ray]`): "
+                        "auto (the one this machine belongs to), HOST:PORT, or local (a private one)")
+    parser.add_argument("--workers", type=int, help="Ray: engine actors (default: one per GPU, else CPUs/4)")
+    parser.add_argument("--gpus-per-worker", type=float, help="Ray: GPUs per actor (default 1 if the cluster has GPUs)")
+    parser.add_argument("--cpus-per-worker", type=float, help="Ray: CPUs per actor (default: 1 with a GPU, "
+                        "else the cluster's CPUs split between the actors)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="asr", description="Offline Chinese speech recognition (FunASR Paraformer-large)."
@@ -65,14 +74,37 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime_flags(p)
     _common(p)
 
+    p = sub.add_parser("batch", help="transcribe many files into a directory, resumable (locally or on Ray)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, directories (recursive) or manifests "
+                   "(.txt/.lst: one path per line; .jsonl: {\"path\": ..., \"id\": ...} per line)")
+    p.add_argument("--out", type=Path, required=True, help="output directory (also holds results.jsonl)")
+    p.add_argument("--format", default="txt,srt", help="comma-separated: txt,srt,vtt,json,tsv (default txt,srt)")
+    p.add_argument("--no-punc", action="store_true", help="skip punctuation")
+    p.add_argument("--inline-max-s", type=float, default=600.0, help="Ray: files up to this long are decoded "
+                   "by read tasks, longer ones streamed from disk by the worker (default 600)")
+    _ray_flags(p)
+    _runtime_flags(p)
+    _common(p)
+
     p = sub.add_parser("serve", help="run the web app and the HTTP API")
     p.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default from config: 6006)")
+    _ray_flags(p)
+    p.add_argument("--check", action="store_true",
+                   help="check the config, model files (sha256), device and directories, then exit; starts nothing")
     _common(p)
 
     p = sub.add_parser("download", help="fetch the pinned models into the cache (needs the network)")
     _common(p)
     p = sub.add_parser("verify", help="check the cached models against their sha256 manifests (offline)")
+    _common(p)
+    p = sub.add_parser("bundle", help="pack the pinned models into one file for a machine without network")
+    p.add_argument("--out", type=Path, default=Path("asr-models.tar"),
+                   help="bundle file to write (default asr-models.tar; .tar.gz compresses)")
+    _common(p)
+    p = sub.add_parser("install-bundle", help="install the models of a bundle into the cache, verified (offline)")
+    p.add_argument("bundle_file", type=Path, metavar="FILE", help="a bundle made by `asr bundle`")
+    p.add_argument("--sha256", help="the bundle's sha256 as `asr bundle` printed it; checked first")
     _common(p)
     p = sub.add_parser("info", help="device, precision, models and versions")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -284,7 +316,51 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if ok else 1
 
 
+def cmd_bundle(args: argparse.Namespace, settings: Settings) -> int:
+    from asr.bundle import create_bundle
+
+    summary = create_bundle(settings, args.out)
+    for model in summary.models:
+        print(f"{model['role']}: {model['model_id']}@{model['revision']} ({len(model['files'])} files)")
+    print(f"wrote {summary.path} ({summary.path.stat().st_size / 2**20:.1f} MiB)")
+    print(f"sha256 {summary.sha256}")
+    print(f"install it with: asr install-bundle {summary.path.name} --sha256 {summary.sha256}")
+    return 0
+
+
+def cmd_install_bundle(args: argparse.Namespace, settings: Settings) -> int:
+    from asr.bundle import install_bundle
+
+    for report in install_bundle(settings, args.bundle_file, args.sha256):
+        state = "installed" if report.installed else "already installed (identical)"
+        print(f"{report.role}: {report.model_id}@{report.revision} {state} -> {report.directory}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    from asr.check import preflight
+
+    results = preflight(settings, args.config)
+    for result in results:
+        print(f"{'ok' if result.ok else 'FAIL':4}  {result.name:10} {result.detail}")
+    failed = [r for r in results if not r.ok]
+    if failed:
+        print(f"asr serve --check: {len(failed)} check(s) failed; the service would not start", file=sys.stderr)
+        return 1
+    print("asr serve --check: all checks passed")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    if args.check:
+        return cmd_check(args, settings)
+    if args.ray:
+        from asr.batch import ray_module
+
+        overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
+        settings = settings.model_copy(update={"server": settings.server.model_copy(update=overrides)})
+        return ray_module().serve(settings, address=args.ray, workers=args.workers,
+                                  gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker)
     import app  # the web app lives beside the package: the only place Gradio is imported
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
@@ -293,12 +369,21 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return app.serve(settings)
 
 
+def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
+    from asr.batch import run_cli
+
+    return run_cli(args, settings)
+
+
 COMMANDS = {
     "serve": cmd_serve,
+    "batch": cmd_batch,
     "transcribe": cmd_transcribe,
     "vad": cmd_vad,
     "download": cmd_download,
     "verify": cmd_verify,
+    "bundle": cmd_bundle,
+    "install-bundle": cmd_install_bundle,
     "info": cmd_info,
 }
 
@@ -309,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = _settings(args)
-        quiet = args.command in ("transcribe", "vad") and not args.log_level  # their output is the summary
+        quiet = args.command in ("transcribe", "vad", "batch") and not args.log_level  # their output is the summary
         setup_logging("WARNING" if quiet else settings.log_level)
         return COMMANDS[args.command](args, settings)
     except AsrError as e:

@@ -297,7 +297,12 @@ class Pipeline:
             detector.finish()
         if self.recognizer is not None:
             # two lengths: the padded-batch path as well as the single-segment one
-            self._recognize_batch([self.recognizer.featurize(noise), self.recognizer.featurize(noise[: SAMPLE_RATE * 2])])
+            fault, self._fault = self._fault, ""  # injected faults strike jobs, not the warm-up
+            try:
+                self._recognize_batch([self.recognizer.featurize(noise),
+                                       self.recognizer.featurize(noise[: SAMPLE_RATE * 2])])
+            finally:
+                self._fault = fault
         if self.punctuator is not None:
             self.punctuator("今 天 天 气 很 好 我 们 去 公 园 散 步 吧")
 

@@ -34,7 +34,7 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # shellcheck disable=SC2086
 .venv/bin/python -c "import torch" 2>/dev/null || "${pip[@]}" install ${TORCH_SPEC:-torch==2.13.0}
 if (( with_tests )); then
-    "${pip[@]}" install -e ".[test,bench]"
+    "${pip[@]}" install -e ".[test,bench,ray]"  # tests/test_ray.py runs in CI too
 else
     "${pip[@]}" install -e .
 fi

@@ -40,3 +40,19 @@ def test_benchmark_smoke_runs_every_configuration(test_models):
         assert f"| {row}" in table
     assert "funasr-onnx int8 |" in table or "funasr-onnx int8 not measured" in table
     assert "| fp32 |" in table  # the per-stage table
+
+
+@pytest.mark.slow
+def test_loadtest_burst_refuses_exactly_the_overflow(test_models):
+    """4 clients at once against a queue of 1 and 1 worker: exactly 2 refused with busy, 2 complete."""
+    done = subprocess.run([sys.executable, "scripts/loadtest.py", "burst", "--clients", "4", "--max-size", "1",
+                           "--workers", "1", "--audio-s", "40"], cwd=REPO, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "'accepted_completed': 2, 'refused_busy': 2" in done.stdout
+
+
+def test_loadtest_refuses_non_loopback_targets():
+    done = subprocess.run([sys.executable, "scripts/loadtest.py", "burst", "--url", "http://10.0.0.5:6006"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "only loopback" in done.stderr
