@@ -21,7 +21,6 @@ import argparse
 import concurrent.futures
 import ipaddress
 import os
-import statistics
 import subprocess
 import sys
 import tempfile

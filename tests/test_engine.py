@@ -6,7 +6,6 @@ observed without timing races; the job itself then runs the real pipeline.
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import threading
 
