@@ -385,22 +385,31 @@ def announce_when_ready(engine: Engine, server: Any, notifier: Notifier, setting
     return stop
 
 
-def serve(settings: Settings) -> int:
-    """Run the web app and API until stopped."""
+def serve(
+    settings: Settings,
+    engine: Engine | None = None,
+    notifier: "Notifier | None" = None,
+    on_stop: "Callable[[], None] | None" = None,
+) -> int:
+    """Run the web app and API until stopped.
+
+    ``asr serve --ray`` passes an engine whose workers are Ray actors (and what to shut down after);
+    everything else, systemd readiness and the watchdog included, is the same."""
     import uvicorn
 
     from asr.model_files import locate_all
 
-    notifier = Notifier.from_environment()  # read first: it also hides NOTIFY_SOCKET from children
-    locate_all(settings)  # fail fast, with the fix, before binding the port
-    notifier.status("loading the models")
+    notifier = notifier or Notifier.from_environment()  # read first: it also hides NOTIFY_SOCKET from children
+    if engine is None:
+        locate_all(settings)  # fail fast, with the fix, before binding the port
+        notifier.status("loading the models")
     # Starlette spools uploads through tempfile: keep them on our own disk, not a tmpfs /tmp.
     import tempfile
 
     os.environ["TMPDIR"] = str(settings.storage.cache_path() / "tmp")
     tempfile.tempdir = None
     # Models load while the UI is built: the two overlap on the cores and start-up is shorter.
-    engine = Engine(settings)
+    engine = engine or Engine(settings)
     start_engine_in_background(engine)
     app, engine = create_app(settings, engine)
     logger.info("serving on http://%s:%d (UI and API)", settings.server.host, settings.server.port)
@@ -423,6 +432,8 @@ def serve(settings: Settings) -> int:
     finally:
         stop_watchdog()
         engine.stop()
+        if on_stop is not None:
+            on_stop()
     return 0
 
 
