@@ -40,6 +40,20 @@ def test_benchmark_smoke_runs_every_configuration(test_models):
         assert f"| {row}" in table
     assert "funasr-onnx int8 |" in table or "funasr-onnx int8 not measured" in table
     assert "| fp32 |" in table  # the per-stage table
+    # The same arithmetic on the same 16 kHz samples: the agreement column must say so.
+    fp32_row = next(line for line in table.splitlines() if line.startswith("| this service fp32 |"))
+    assert fp32_row.endswith("| 100.0% |"), fp32_row
+
+
+@pytest.mark.slow
+def test_startup_benchmark_smoke_measures_every_start_and_request(test_models):
+    """The start-up benchmark end to end on tiny models (a real `asr serve` and real HTTP); no thresholds."""
+    done = subprocess.run([sys.executable, "scripts/bench_startup.py", "--smoke"], cwd=REPO, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in done.stdout.splitlines()
+            if line.startswith("| ") and line.split("|")[2].strip().replace(".", "").isdigit()}
+    assert len(rows) == 5 and all(seconds > 0 for seconds in rows.values()), rows
 
 
 @pytest.mark.slow
