@@ -157,15 +157,43 @@ def stream_isolated(path: Path, limits: AudioConfig, name: str | None = None,
         if child.process.poll() is None:
             child.kill()
         raise
-    info = AudioInfo(**json.loads(payload))
+    return AudioInfo(**json.loads(payload)), _ChildChunks(child, frames)
 
-    def chunks() -> Iterator[np.ndarray]:
+
+class _ChildChunks(Iterator[np.ndarray]):
+    """The chunks a decoding child streams back. When they end, fail, or are closed (even before the
+    first one: a generator's ``finally`` would not run then), the child is made to go."""
+
+    def __init__(self, child: _Child, frames: Iterator[tuple[bytes, bytes]]) -> None:
+        self._child, self._frames = child, frames
+
+    def __next__(self) -> np.ndarray:
         try:
-            for kind, payload in frames:
+            for kind, payload in self._frames:
                 if kind == b"A":
-                    yield np.frombuffer(payload, dtype="<f4").astype(np.float32, copy=True)
-        finally:  # the consumer stopped early, or failed: the child must not linger
-            if child.process.poll() is None:
-                child.kill()
+                    return np.frombuffer(payload, dtype="<f4").astype(np.float32, copy=True)
+        except BaseException:
+            self.close()
+            raise
+        self.close()
+        raise StopIteration
 
-    return info, chunks()
+    def close(self) -> None:
+        if self._child.process.poll() is None:
+            self._child.kill()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def open_audio(path: Path, limits: AudioConfig, name: str | None = None,
+               chunk_s: float = 10.0) -> tuple[AudioInfo, Iterator[np.ndarray]]:
+    """Probe and stream a file as the configuration says: in a limited child process
+    (``audio.isolate_decoder``) or in this one. Close the chunks to give up on the file early."""
+    if limits.isolate_decoder:
+        return stream_isolated(path, limits, name, chunk_s)
+    from asr.audio import probe_audio, stream_audio
+
+    info = probe_audio(path, max_duration_s=limits.max_duration_s,
+                       max_file_bytes=int(limits.max_file_mb * 1024 * 1024), display_name=name)
+    return info, stream_audio(path, max_duration_s=limits.max_duration_s, chunk_s=chunk_s, display_name=name)

@@ -23,9 +23,9 @@ from typing import Union
 import numpy as np
 import torch
 
-from asr.audio import SAMPLE_RATE, probe_audio, stream_audio
+from asr.audio import SAMPLE_RATE
 from asr.batching import plan_batches
-from asr.isolation import stream_isolated
+from asr.isolation import open_audio
 from asr.config import Settings
 from asr.errors import ConfigError, FatalDeviceError, OutOfMemoryError
 from asr.loading import ModelSet
@@ -147,17 +147,9 @@ class Pipeline:
         self, source: AudioSource, clock: _Clock, name: str | None = None
     ) -> tuple[Iterator[np.ndarray], float | None]:
         """Chunks of 16 kHz mono float32, and the expected duration in seconds if known."""
-        max_s = self.settings.audio.max_duration_s
         if isinstance(source, (str, os.PathLike)):
             t0 = time.perf_counter()
-            if self.settings.audio.isolate_decoder:
-                info, chunks = stream_isolated(Path(source), self.settings.audio, name, CHUNK_S)
-            else:
-                info = probe_audio(
-                    Path(source), max_duration_s=max_s,
-                    max_file_bytes=int(self.settings.audio.max_file_mb * 1024 * 1024), display_name=name,
-                )
-                chunks = stream_audio(Path(source), max_duration_s=max_s, chunk_s=CHUNK_S, display_name=name)
+            info, chunks = open_audio(Path(source), self.settings.audio, name, CHUNK_S)
             clock.decode += time.perf_counter() - t0
             return chunks, info.duration_s
         if isinstance(source, np.ndarray):
