@@ -28,6 +28,7 @@ imports Ray. The pieces:
 from __future__ import annotations
 
 import errno
+import io
 import hashlib
 import json
 import logging
@@ -47,6 +48,7 @@ import numpy as np
 
 from asr.config import Settings
 from asr.errors import AsrError, ConfigError
+from asr.model_files import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -249,28 +251,17 @@ def decode_input(item: BatchInput, settings: Settings, inline_max_s: float = DEF
     Returns ``(audio, error, decode_s)``: ``audio`` is the whole file as 16 kHz float32, or None when
     the file is longer than ``inline_max_s`` (or of unknown length) and the worker should stream it
     from disk itself; ``error`` is the failure outcome when the file cannot be used."""
-    from asr.audio import probe_audio, stream_audio
+    from asr.isolation import open_audio
     from asr.pipeline import CHUNK_S
 
     started = time.perf_counter()
-    name = Path(item.path).name
-    limits = settings.audio
     try:
         # as the pipeline opens a file: in a child process with limits when so configured
-        if limits.isolate_decoder:
-            from asr.isolation import probe_isolated, stream_isolated
-
-            info = probe_isolated(Path(item.path), limits, name)
-        else:
-            info = probe_audio(item.path, max_duration_s=limits.max_duration_s,
-                               max_file_bytes=int(limits.max_file_mb * 1024 * 1024), display_name=name)
+        info, stream = open_audio(Path(item.path), settings.audio, Path(item.path).name, CHUNK_S)
         if info.duration_s is None or info.duration_s > inline_max_s:
+            stream.close()  # a generator or the child's chunks: either way nothing keeps decoding
             return None, None, time.perf_counter() - started
-        if limits.isolate_decoder:
-            chunks = list(stream_isolated(Path(item.path), limits, name, CHUNK_S)[1])
-        else:
-            chunks = list(stream_audio(item.path, max_duration_s=limits.max_duration_s, chunk_s=CHUNK_S,
-                                       display_name=name))
+        chunks = list(stream)
         audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
         return audio.astype(np.float32, copy=False), None, time.perf_counter() - started
     except Exception as e:  # one bad file never stops the batch
@@ -294,7 +285,7 @@ def transcribe_input(
                                          TranscribeOptions(punctuate=spec.punctuate), name=Path(item.path).name)
         texts = {}
         for fmt in spec.formats:
-            buffer = _StringSink()
+            buffer = io.StringIO()  # translates no newline: the files are written as the writers render them
             WRITERS[fmt].write(transcript, buffer, settings.output)
             texts[fmt] = buffer.getvalue()
     except FatalDeviceError:
@@ -306,20 +297,6 @@ def transcribe_input(
     return {"id": item.id, "status": "ok", "error": None, "error_code": None, "audio_s": round(audio_s, 3),
             "wall_s": round(wall, 3), "rtf": round(wall / audio_s, 5) if audio_s > 0 else None, "texts": texts,
             "worker": worker_name()}
-
-
-class _StringSink:
-    """A text file in memory (io.StringIO would translate nothing either; this keeps '\\r' intact)."""
-
-    def __init__(self) -> None:
-        self._parts: list[str] = []
-
-    def write(self, text: str) -> int:
-        self._parts.append(text)
-        return len(text)
-
-    def getvalue(self) -> str:
-        return "".join(self._parts)
 
 
 # ---- files on disk -------------------------------------------------------------------------------------
@@ -341,17 +318,6 @@ def write_atomic(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
-
-
-def sha256_file(path: Path) -> str | None:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                digest.update(block)
-    except OSError:
-        return None
-    return digest.hexdigest()
 
 
 def read_results(path: Path) -> tuple[dict[str, dict[str, Any]], int]:
@@ -389,8 +355,8 @@ class BatchProgress:
     """Files done of the total, audio hours, failures and an ETA: a tqdm bar on a terminal, a log
     line every ``interval_s`` otherwise (a batch of thousands of files runs under nohup or a scheduler)."""
 
-    def __init__(self, total: int, skipped: int = 0, enabled: bool = True, interval_s: float = 30.0):
-        self.total, self.skipped = total, skipped
+    def __init__(self, total: int, enabled: bool = True, interval_s: float = 30.0):
+        self.total = total
         self.done = self.failed = 0
         self.audio_s = 0.0
         self.started = time.monotonic()
@@ -480,7 +446,6 @@ class BatchRun:
         self.summary = BatchSummary(total=len(self.items), skipped=0, manifest=self.manifest_path)
         self.progress: BatchProgress | None = None
         self._started = 0.0
-        self._completed = False
 
     # life cycle
     def __enter__(self) -> "BatchRun":
@@ -502,19 +467,15 @@ class BatchRun:
             self._manifest.seek(-1, os.SEEK_END)
             if self._manifest.read(1) != b"\n":
                 self._manifest.write(b"\n")
-        self.progress = BatchProgress(len(self.pending), self.summary.skipped, enabled=self._show_progress)
+        self.progress = BatchProgress(len(self.pending), enabled=self._show_progress)
         self._started = time.perf_counter()
         return self
-
-    def complete(self) -> None:
-        """Every pending input has been handed out and every outcome received: record the lost ones."""
-        self._completed = True
 
     def __exit__(self, *exc) -> None:
         try:
             if self.progress is not None:
                 self.progress.close()
-            if self._completed:
+            if exc[0] is None:  # every pending input was handed out and every outcome received
                 for item in self.pending:
                     if item.id not in self._recorded:
                         self.summary.lost += 1
@@ -578,7 +539,10 @@ class BatchRun:
         for fmt in self.spec.formats:
             if fmt not in outputs or outputs[fmt] != self.output_path(item.id, fmt):
                 return False
-            if sha256_file(self.out_dir / outputs[fmt]) != digests.get(fmt):
+            try:
+                if sha256_file(self.out_dir / outputs[fmt]) != digests.get(fmt):
+                    return False
+            except OSError:  # deleted or unreadable: redo it
                 return False
         return True
 
@@ -627,9 +591,8 @@ class BatchRun:
 
     def reconcile(self) -> None:
         """Rewrite the manifest with exactly one entry per id (sorted), atomically."""
-        entries, _ = read_results(self.manifest_path)
-        entries.update({k: v for k, v in self.entries.items() if k in self._recorded})
-        data = "".join(_json_line(entries[key]) for key in sorted(entries)).encode("utf-8")
+        # self.entries is what the file held when the run began (under the lock) plus every line since
+        data = "".join(_json_line(self.entries[key]) for key in sorted(self.entries)).encode("utf-8")
         write_atomic(self.manifest_path, data)
 
 
@@ -652,7 +615,6 @@ def run_local(
             for item in run.pending:
                 outcome = transcribe_input(pipeline, item, spec, settings)
                 run.record(outcome)
-        run.complete()
     return run.summary
 
 

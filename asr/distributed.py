@@ -68,7 +68,7 @@ _MAX_BLOCKS = 10_000
 # ---- connecting and planning ------------------------------------------------------------------------
 
 
-def connect(address: str | None = None, *, num_cpus: int | None = None, object_store_memory: int | None = None) -> None:
+def connect(address: str | None = None) -> None:
     """Join a Ray cluster: ``None``/``auto`` an existing one (``ray start --head`` on this machine, or
     $RAY_ADDRESS), ``HOST:PORT`` or ``ray://...`` that one, ``local`` a private instance of this
     process. Does nothing when this process is already connected."""
@@ -76,9 +76,9 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, object_s
         return
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING}
     if address == "local":
-        kwargs.update(include_dashboard=False, num_cpus=num_cpus, object_store_memory=object_store_memory)
+        kwargs["include_dashboard"] = False
     try:
-        ray.init(address=address or "auto", **{k: v for k, v in kwargs.items() if v is not None})
+        ray.init(address=address or "auto", **kwargs)
     except ConnectionError as e:
         raise ConfigError(f"cannot reach a Ray cluster at {address or 'auto'}: {e}. Start one with "
                           "`ray start --head`, pass --ray HOST:6379, or --ray local for one on this machine") from None
@@ -266,7 +266,6 @@ def run_on_ray(
                                f"again to resume): {_first_line(e)}") from e
             finally:
                 context.enable_progress_bars, context.max_errored_blocks = saved
-        run.complete()
     return run.summary
 
 
