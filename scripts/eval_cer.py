@@ -63,6 +63,7 @@ def score(refs: dict[str, str], hyps: dict[str, str]) -> tuple[float, int, int, 
 def transcribe_all(wav_scp: dict[str, str], config: str | None, precision: str | None) -> dict[str, str]:
     sys.path.insert(0, str(REPO))
     from asr.config import load_settings
+    from asr.errors import AsrError
     from asr.loading import load_models
     from asr.pipeline import Pipeline
 
@@ -71,7 +72,10 @@ def transcribe_all(wav_scp: dict[str, str], config: str | None, precision: str |
     pipeline = Pipeline(load_models(settings), settings)
     hyps = {}
     for i, (key, path) in enumerate(wav_scp.items(), 1):
-        hyps[key] = pipeline.transcribe(path).text
+        try:
+            hyps[key] = pipeline.transcribe(path).text
+        except AsrError as e:  # one unusable file costs its own characters (as deletions), not the run
+            print(f"{key}: {path}: {e}", file=sys.stderr)
         if i % 100 == 0:
             print(f"{i}/{len(wav_scp)} utterances", file=sys.stderr)
     return hyps

@@ -21,6 +21,7 @@ import argparse
 import concurrent.futures
 import ipaddress
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         if process is not None:
             process.terminate()
             process.wait(30)
+        shutil.rmtree(work, ignore_errors=True)  # the server's state and uploads, the generated audio
 
 
 if __name__ == "__main__":

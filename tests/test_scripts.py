@@ -20,13 +20,16 @@ def test_cer_scoring_counts_substitutions_deletions_and_insertions(tmp_path):
 
 
 def test_cer_transcribes_a_wav_scp(tmp_path, speech_wav, test_models):
-    (tmp_path / "wav.scp").write_text(f"a {speech_wav}\n", encoding="utf-8")
-    (tmp_path / "text").write_text("a 今天天气很好我们去公园散步吧\n", encoding="utf-8")
+    (tmp_path / "notes.wav").write_text("not audio at all", encoding="utf-8")
+    (tmp_path / "wav.scp").write_text(f"a {speech_wav}\nb {tmp_path / 'notes.wav'}\n", encoding="utf-8")
+    (tmp_path / "text").write_text("a 今天天气很好我们去公园散步吧\nb 你好\n", encoding="utf-8")
     done = subprocess.run([sys.executable, "scripts/eval_cer.py", "--ref", str(tmp_path / "text"), "--wav-scp",
                            str(tmp_path / "wav.scp"), "--config", "config.test-models.yaml", "--precision", "int8",
                            "--save-hyp", str(tmp_path / "hyp")], cwd=REPO, capture_output=True, text=True, check=True)
-    assert done.stdout.startswith("CER ") and "1 utterances" in done.stdout
-    assert (tmp_path / "hyp").read_text(encoding="utf-8").startswith("a ")
+    # the unusable file is reported and scored as deletions; the rest of the run is kept
+    assert done.stdout.startswith("CER ") and "2 utterances, 1 without a hypothesis" in done.stdout
+    assert "b: " in done.stderr and "notes.wav" in done.stderr
+    assert [line.split()[0] for line in (tmp_path / "hyp").read_text(encoding="utf-8").splitlines()] == ["a"]
 
 
 @pytest.mark.slow
