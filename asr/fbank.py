@@ -7,7 +7,7 @@ of a 512-point FFT, Kaldi mel banks from 20 Hz, log with a float-epsilon floor),
 about 5x faster, equal to kaldi-native-fbank within float rounding (tested). The fp32 mode
 keeps FunASR's own backend so that its output stays identical to FunASR's.
 
-``fast_fbank_for(...)`` switches FunASR's frontends to it for the current thread only.
+``fast_fbank()`` switches FunASR's frontends to it for the current thread only.
 """
 
 from __future__ import annotations
@@ -61,6 +61,15 @@ def _mel_banks(bins: int, fft: int, rate: float, low: float, high: float) -> tor
     return banks.T.to(torch.float32).contiguous()
 
 
+_WINDOWS = ("hamming", "hanning", "povey", "rectangular")
+
+
+def supports(dither: float = 0.0, snip_edges: bool = True, energy_floor: float = 0.0,
+             window_type: str = "hamming", **unused) -> bool:
+    """Whether :func:`fbank` computes these Kaldi options (FunASR's frontends pass them as keywords)."""
+    return dither == 0.0 and snip_edges and energy_floor == 0.0 and window_type in _WINDOWS
+
+
 def fbank(
     waveform: torch.Tensor,
     num_mel_bins: int = 80,
@@ -77,8 +86,9 @@ def fbank(
     **unused,
 ) -> torch.Tensor:
     """(frames, num_mel_bins) log-mel energies, like ``torchaudio.compliance.kaldi.fbank``."""
-    if dither != 0.0 or not snip_edges or energy_floor != 0.0:
-        raise NotImplementedError("fast fbank supports dither=0, snip_edges=True, energy_floor=0 only")
+    if not supports(dither=dither, snip_edges=snip_edges, energy_floor=energy_floor, window_type=window_type):
+        raise NotImplementedError(f"fast fbank supports dither=0, snip_edges=True, energy_floor=0 and the windows "
+                                  f"{', '.join(_WINDOWS)} only")
     wave = waveform.reshape(-1).to(torch.float32)
     size = int(sample_frequency * frame_length * 0.001)
     shift = int(sample_frequency * frame_shift * 0.001)
@@ -107,7 +117,7 @@ class _Dispatch:
         self._original = original
 
     def fbank(self, waveform: torch.Tensor, **kwargs) -> torch.Tensor:
-        if getattr(_active, "on", False) and kwargs.get("dither", 0.0) == 0.0:
+        if getattr(_active, "on", False) and supports(**kwargs):  # else FunASR's, which does them all
             return fbank(waveform, **kwargs)
         return self._original.fbank(waveform, **kwargs)
 

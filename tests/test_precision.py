@@ -111,6 +111,25 @@ def test_fast_fbank_matches_kaldi_native_fbank(speech_with_pauses):
     assert fbank(torch.zeros(1, 399), **options).shape == (0, 80)
 
 
+def test_options_the_fast_fbank_lacks_fall_back_to_funasrs_own(speech_with_pauses):
+    """A model whose frontend asks for what the fast fbank does not compute (here snip_edges=False, or
+    dither) still runs in the reduced modes: FunASR's own fbank answers, not a NotImplementedError."""
+    from asr.fbank import fast_fbank
+    from asr.funasr_import import import_registered
+
+    import_registered("WavFrontend")
+    import funasr.frontends.wav_frontend as frontends
+
+    samples = torch.from_numpy(speech_with_pauses[:16000].copy())[None] * 32768
+    for unsupported in ({"snip_edges": False}, {"window_type": "blackman"}):
+        options = dict(num_mel_bins=80, frame_length=25, frame_shift=10, dither=0.0, energy_floor=0.0,
+                       window_type="hamming", sample_frequency=16000, snip_edges=True) | unsupported
+        with fast_fbank():
+            inside = frontends.kaldi.fbank(samples, **options)
+        outside = frontends.kaldi.fbank(samples, **options)
+        assert torch.equal(inside, outside), unsupported
+
+
 def test_unpacked_blstm_equals_each_sequence_alone(models):
     from asr.recognize import Recognizer
 
