@@ -330,8 +330,10 @@ class Pipeline:
             t0 = time.perf_counter()
             recognized.update(self._recognize(pending))
             clock.asr += time.perf_counter() - t0
+            # what is recognised, not state["position_ms"]: the reading thread may be minutes ahead
+            done_ms = max(segment.end_ms for _, segment, _ in pending)
             pending, pending_frames = [], 0
-            report("asr", state["position_ms"])
+            report("asr", done_ms)
 
         report("decode", 0)
         speech = self._speech(chunks, self._segmenter(options.use_vad), clock, state)

@@ -83,6 +83,19 @@ def test_progress_reports_stages_and_reaches_one(pipeline, speech_with_pauses):
     assert stages.index("asr") < stages.index("punc") < stages.index("done")
 
 
+def test_asr_progress_follows_recognition_not_reading(pipeline, speech_with_pauses):
+    """Reading runs ahead in its own thread; a minute of trailing silence is read long before the
+    speech is recognised, so the "asr" progress must stop where the speech ends, not at the end."""
+    from asr.pipeline import _STREAM_SHARE
+
+    audio = np.concatenate([speech_with_pauses, np.zeros(16000 * 60, np.float32)])
+    seen = []
+    transcript = pipeline.transcribe(audio, progress=lambda stage, fraction: seen.append((stage, fraction)))
+    speech_end_ms = max(segment.end_ms for segment in transcript.segments)
+    last_asr = max(fraction for stage, fraction in seen if stage == "asr")
+    assert last_asr <= _STREAM_SHARE * speech_end_ms / (len(audio) / 16) + 1e-6, (last_asr, speech_end_ms)
+
+
 def test_timings_and_rtf(pipeline, speech_with_pauses):
     transcript = pipeline.transcribe(speech_with_pauses)
     t = transcript.timings
