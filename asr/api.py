@@ -10,7 +10,6 @@
 
 import asyncio
 import base64
-import errno
 import hmac
 import io
 import logging
@@ -234,7 +233,10 @@ async def _save_upload(upload: UploadFile, directory: Path, max_bytes: int) -> P
         directory.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix="upload-", dir=directory)
     except OSError as e:
-        raise _storage_error(e) from e
+        full = StorageFullError.from_os_error(e, "the upload could not be kept")
+        if full is None:
+            raise
+        raise full from e
     size = 0
     try:
         with os.fdopen(fd, "wb") as out:
@@ -245,17 +247,14 @@ async def _save_upload(upload: UploadFile, directory: Path, max_bytes: int) -> P
                 out.write(chunk)
     except OSError as e:
         os.unlink(name)
-        raise _storage_error(e) from e
+        full = StorageFullError.from_os_error(e, "the upload could not be kept")
+        if full is None:
+            raise
+        raise full from e
     except BaseException:
         os.unlink(name)
         raise
     return Path(name)
-
-
-def _storage_error(error: OSError) -> Exception:
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StorageFullError("the server's storage is full; the upload could not be kept, try again later")
-    return error
 
 
 def create_api(engine: Engine, settings: Settings) -> FastAPI:

@@ -191,8 +191,9 @@ class Engine:
                 (shutil.move if move else shutil.copyfile)(source, target)
             except OSError as e:
                 shutil.rmtree(job_dir, ignore_errors=True)
-                if e.errno == 28:  # ENOSPC
-                    raise StorageFullError("the server's storage is full; the upload could not be kept") from e
+                full = StorageFullError.from_os_error(e, "the upload could not be kept")
+                if full is not None:
+                    raise full from e
                 raise
             record = JobRecord(
                 id=job_id, kind=kind, state=JobState.QUEUED, filename=_display_name(filename),

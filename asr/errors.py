@@ -6,6 +6,8 @@ that is not an ``AsrError`` is a bug and is logged with its traceback.
 
 from __future__ import annotations
 
+import errno
+
 
 class AsrError(Exception):
     """Base class: ``str(error)`` is safe and meaningful to show to a user."""
@@ -130,6 +132,13 @@ class OutOfMemoryError(AsrError):
 class StorageFullError(AsrError):
     http_status = 507
     code = "storage_full"
+
+    @classmethod
+    def from_os_error(cls, error: OSError, what: str) -> "StorageFullError | None":
+        """This error when ``error`` is a full disk or an exhausted quota, else None."""
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return cls(f"the server's storage is full; {what}, try again later")
+        return None
 
 
 class FatalDeviceError(AsrError):

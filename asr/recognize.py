@@ -93,9 +93,6 @@ class Recognizer:
             feat, _ = self.frontend(tensor, [tensor.shape[1]])
         return feat[0]
 
-    def features(self, waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._pad([self.featurize(w) for w in waves])
-
     @staticmethod
     def _pad(feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.int32)
@@ -165,10 +162,6 @@ class Recognizer:
         behind, _ = backward(torch.gather(x, 1, index))
         behind = torch.gather(behind, 1, reverse[:, :, None].expand(-1, -1, behind.shape[2]))
         return torch.cat([ahead, behind], dim=-1)
-
-    def __call__(self, waves: list[np.ndarray]) -> list[RecognizedSegment]:
-        """Recognise one batch of 16 kHz segments; the result keeps their order."""
-        return self.decode([self.featurize(w) for w in waves])
 
     @torch.inference_mode()
     def decode(self, feats: list[torch.Tensor]) -> list[RecognizedSegment]:
