@@ -84,7 +84,7 @@ def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
     if requested != "auto":
         return requested, "configured"
     if cpu_has_fast_int8():
-        return "int8", "auto: CPU with VNNI/AMX int8 (dynamic int8 Linear and LSTM)"
+        return "int8", "auto: CPU with VNNI/AMX int8 (dynamic int8 Linear layers)"
     if cpu_has_bf16():
         return "bf16", "auto: CPU with AVX512_BF16/AMX"
     return "fp32", "auto: this CPU has no fast int8 or bf16"
@@ -211,10 +211,6 @@ def _quantized_layout(module: torch.nn.Module) -> dict[str, dict[str, Any]]:
         if type(sub) is nnqd.Linear:
             layout[name] = {"type": "Linear", "in": sub.in_features, "out": sub.out_features,
                             "bias": sub.bias() is not None}
-        elif type(sub) is nnqd.LSTM:
-            layout[name] = {"type": "LSTM", "input_size": sub.input_size, "hidden_size": sub.hidden_size,
-                            "num_layers": sub.num_layers, "bias": sub.bias, "batch_first": sub.batch_first,
-                            "bidirectional": sub.bidirectional}
     return layout
 
 
@@ -224,14 +220,11 @@ def _swap_in_skeletons(module: torch.nn.Module, layout: dict[str, dict[str, Any]
     for name, spec in layout.items():
         parent_name, _, child = name.rpartition(".")
         parent = module.get_submodule(parent_name) if parent_name else module
-        if spec["type"] == "Linear":
-            # Built 1x1 and resized: the real weights are packed once, by load_state_dict; packing
-            # a full-size zero matrix first would double the load time.
-            new = nnqd.Linear(1, 1, bias_=spec["bias"], dtype=torch.qint8)
-            new.in_features, new.out_features = spec["in"], spec["out"]
-        else:
-            new = nnqd.LSTM(spec["input_size"], spec["hidden_size"], spec["num_layers"], bias=spec["bias"],
-                            batch_first=spec["batch_first"], bidirectional=spec["bidirectional"], dtype=torch.qint8)
+        # Only Linear layers are quantised (the timestamp BLSTM stays float). Built 1x1 and resized:
+        # the real weights are packed once, by load_state_dict; packing a full-size zero matrix
+        # first would double the load time.
+        new = nnqd.Linear(1, 1, bias_=spec["bias"], dtype=torch.qint8)
+        new.in_features, new.out_features = spec["in"], spec["out"]
         setattr(parent, child, new)
 
 
