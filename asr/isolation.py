@@ -113,6 +113,12 @@ class _Child:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.kill()
+            return
+        # The child logs to its stderr what the file lacked (skipped packets, truncation, NaN
+        # samples): a few lines at most, read once it has exited; they belong in the service's log.
+        for line in self.process.stderr.read(1 << 16).decode("utf-8", "replace").splitlines():
+            if line.strip():
+                logger.warning("%s", line.strip())
         self.close()
 
     def kill(self) -> None:

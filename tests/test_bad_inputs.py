@@ -237,3 +237,21 @@ def test_a_failing_decoder_fails_one_job_and_the_service_carries_on(fault, words
         assert not [t for t in threading.enumerate() if t.name == "asr-ahead"]
     finally:
         engine.stop()
+
+
+def test_what_the_isolated_decoder_notices_reaches_the_service_log(settings, samples, tmp_path, caplog):
+    """The child logs skipped packets, truncation and NaN samples to its stderr; the service's log must get them."""
+    import logging
+
+    from asr.isolation import open_audio
+
+    limits = settings.audio.model_copy(update={"isolate_decoder": True})
+    cut = truncated("speech_wav", 0.5)(samples, tmp_path / "cut.wav")
+    nan = copy_of("nan_inf_wav")(samples, tmp_path / "nan.wav")
+    with caplog.at_level(logging.WARNING, logger="asr.isolation"):
+        for path in (cut, nan):
+            _, chunks = open_audio(path, limits, "user-" + path.name)
+            assert sum(len(chunk) for chunk in chunks) > 0
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "asr.isolation")
+    assert "user-cut.wav" in logged and "truncated" in logged, logged
+    assert "user-nan.wav" in logged and "NaN" in logged, logged
