@@ -223,19 +223,9 @@ class Engine:
 
     def _probe(self, source: Path, name: str) -> None:
         """Refuse an unusable file at once, before it waits in the queue."""
-        if self.settings.audio.isolate_decoder:
-            from asr.isolation import probe_isolated
+        from asr.isolation import probe
 
-            probe_isolated(source, self.settings.audio, name)
-            return
-        from asr.audio import probe_audio
-
-        probe_audio(
-            source,
-            max_duration_s=self.settings.audio.max_duration_s,
-            max_file_bytes=int(self.settings.audio.max_file_mb * 1024 * 1024),
-            display_name=name,
-        )
+        probe(source, self.settings.audio, name)
 
     # ---- watching ---------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from asr import errors
-from asr.audio import AudioInfo
+from asr.audio import AudioInfo, probe_audio, stream_audio
 from asr.config import AudioConfig
 from asr.errors import AudioError, DecoderFailedError
 
@@ -192,14 +192,24 @@ class _ChildChunks(Iterator[np.ndarray]):
         self.close()
 
 
+def probe(path: Path, limits: AudioConfig, name: str | None = None) -> AudioInfo:
+    """Describe a file (or raise its AudioError) as the configuration says: in a limited child
+    process (``audio.isolate_decoder``) or in this one."""
+    if limits.isolate_decoder:
+        return probe_isolated(path, limits, name)
+    return _probe_here(path, limits, name)
+
+
+def _probe_here(path: Path, limits: AudioConfig, name: str | None) -> AudioInfo:
+    return probe_audio(path, max_duration_s=limits.max_duration_s,
+                       max_file_bytes=int(limits.max_file_mb * 1024 * 1024), display_name=name)
+
+
 def open_audio(path: Path, limits: AudioConfig, name: str | None = None,
                chunk_s: float = 10.0) -> tuple[AudioInfo, Iterator[np.ndarray]]:
     """Probe and stream a file as the configuration says: in a limited child process
     (``audio.isolate_decoder``) or in this one. Close the chunks to give up on the file early."""
     if limits.isolate_decoder:
         return stream_isolated(path, limits, name, chunk_s)
-    from asr.audio import probe_audio, stream_audio
-
-    info = probe_audio(path, max_duration_s=limits.max_duration_s,
-                       max_file_bytes=int(limits.max_file_mb * 1024 * 1024), display_name=name)
+    info = _probe_here(path, limits, name)
     return info, stream_audio(path, max_duration_s=limits.max_duration_s, chunk_s=chunk_s, display_name=name)
