@@ -32,7 +32,6 @@ import shutil
 import tarfile
 import time
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -145,18 +144,16 @@ def _member(name: str, size: int, mtime: int) -> tarfile.TarInfo:
     return info
 
 
-def create_bundle(settings: Settings, out: Path, roles: Iterable[str] | None = None) -> BundleSummary:
-    """Pack the models of ``roles`` (default: the profile's) into ``out``, after verifying each one.
+def create_bundle(settings: Settings, out: Path) -> BundleSummary:
+    """Pack the models of the configured profile into ``out``, after verifying each one.
 
     Raises BundleError, or the ModelError of a model that is missing or does not match its manifest.
     """
-    selected = list(roles) if roles is not None else list(roles_for_profile(settings.models.profile))
+    selected = roles_for_profile(settings.models.profile)
     cache_dir = settings.models.resolved_cache_dir()
     entries: list[tuple[dict[str, Any], Path]] = []
     for role in selected:
-        if role not in REQUIRED_FILES:
-            raise BundleError(f"unknown model role {role!r}; expected one of {sorted(REQUIRED_FILES)}")
-        location = locate_model(settings.models, role)  # type: ignore[arg-type]
+        location = locate_model(settings.models, role)
         manifest = verify_manifest(location)  # full sha256: never pack a damaged model
         files = dict(manifest["files"])
         for extra in (MANIFEST_NAME, TEST_MODEL_MARKER):

@@ -33,7 +33,7 @@ def local_url(host: str, port: int) -> str:
 class HealthCheck:
     """Call it: None when healthy, else a short reason (it names the first failing probe)."""
 
-    def __init__(self, engine: Any, base_url: str | None, timeout_s: float):
+    def __init__(self, engine: Any, base_url: str, timeout_s: float):
         self.engine = engine
         self.base_url = base_url
         self.timeout_s = timeout_s
@@ -73,8 +73,6 @@ class HealthCheck:
         return None
 
     def _http_ready(self) -> str | None:
-        if self.base_url is None:
-            return None
         url = self.base_url + "/readyz"
         try:
             with _NO_PROXY.open(url, timeout=self.timeout_s) as response:

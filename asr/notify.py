@@ -35,8 +35,8 @@ class Notifier:
         self._warned = False
 
     @classmethod
-    def from_environment(cls, environ: MutableMapping[str, str] | None = None, unset: bool = True) -> Notifier:
-        """Read NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID, and (by default) remove them from
+    def from_environment(cls, environ: MutableMapping[str, str] | None = None) -> Notifier:
+        """Read NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID, and remove them from
         the environment, so that child processes (decoders) neither ping nor report readiness."""
         env = os.environ if environ is None else environ
         address = env.get("NOTIFY_SOCKET") or None
@@ -52,9 +52,8 @@ class Notifier:
                 usec = None
             if usec is not None and usec <= 0:
                 usec = None
-        if unset:
-            for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
-                env.pop(name, None)
+        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+            env.pop(name, None)
         return cls(address, usec)
 
     @property
@@ -96,12 +95,6 @@ class Notifier:
     def watchdog(self) -> bool:
         return self.send("WATCHDOG=1")
 
-    def close(self) -> None:
-        with self._lock:
-            if self._socket is not None:
-                self._socket.close()
-                self._socket = None
-
 
 class Watchdog:
     """A thread that pings the watchdog at half its interval, but only while ``check`` passes.
@@ -111,9 +104,8 @@ class Watchdog:
     ``healthy_status``. A check that hangs simply stops the pings, which is the point.
     """
 
-    def __init__(self, notifier: Notifier, check: Check, healthy_status: str,
-                 interval_s: float | None = None):
-        interval = interval_s if interval_s is not None else notifier.watchdog_interval_s
+    def __init__(self, notifier: Notifier, check: Check, healthy_status: str):
+        interval = notifier.watchdog_interval_s
         if not interval:
             raise ValueError("no watchdog interval: systemd did not set WATCHDOG_USEC for this process")
         self.notifier = notifier
