@@ -8,6 +8,7 @@ This is the only module that imports Gradio.
 
 
 import argparse
+import faulthandler
 import logging
 import os
 import shutil
@@ -400,6 +401,9 @@ def serve(
     from asr.model_files import locate_all
 
     notifier = notifier or Notifier.from_environment()  # read first: it also hides NOTIFY_SOCKET from children
+    # A service that hangs (start-up that never ends, a wedged worker) is diagnosed from outside:
+    # `systemctl kill -s USR1 asr` writes every thread's stack to the journal and the service goes on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     if engine is None:
         locate_all(settings)  # fail fast, with the fix, before binding the port
         notifier.status("loading the models")

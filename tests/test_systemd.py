@@ -169,12 +169,16 @@ class ServiceManager:
                 self.messages.append((time.monotonic(), data.decode("utf-8")))
                 self._changed.notify_all()
 
-    def wait_for(self, predicate: Callable[[list[str]], bool], what: str, process: subprocess.Popen) -> None:
+    def wait_for(self, predicate: Callable[[list[str]], bool], what: str, process: subprocess.Popen,
+                 log: Path) -> None:
         deadline = time.monotonic() + WAIT_S
         with self._changed:
             while not predicate([m for _, m in self.messages]):
-                assert process.poll() is None, f"the service exited ({process.returncode}) before {what}"
-                assert time.monotonic() < deadline, f"no {what} within {WAIT_S:.0f} s; last: {self.texts()[-8:]}"
+                assert process.poll() is None, (f"the service exited ({process.returncode}) before {what}\n"
+                                                 f"{log_tail(log)}")
+                if time.monotonic() >= deadline:
+                    pytest.fail(f"no {what} within {WAIT_S:.0f} s; last: {self.texts()[-8:]}\n"
+                                f"{hung_service_report(process, log)}")
                 self._changed.wait(0.2)
 
     def texts(self) -> list[str]:
@@ -188,6 +192,18 @@ class ServiceManager:
         self._stop.set()
         self._thread.join(5)
         self.socket.close()
+
+
+def log_tail(log: Path, chars: int = 6000) -> str:
+    return log.read_text(encoding="utf-8", errors="replace")[-chars:]
+
+
+def hung_service_report(process: subprocess.Popen, log: Path) -> str:
+    """What the service was doing: SIGUSR1 makes it write every thread's stack to its log."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+    return f"the service's log, ending with its threads' stacks:\n{log_tail(log, 20000)}"
 
 
 def has(message: str, field: str) -> bool:
@@ -261,12 +277,12 @@ def test_ready_is_sent_only_once_readyz_is_true_then_watchdog_pings_follow(tmp_p
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     try:
-        manager.wait_for(lambda ms: count(ms, "READY=1") == 1, "READY=1", process)
+        manager.wait_for(lambda ms: count(ms, "READY=1") == 1, "READY=1", process, log)
         ready_at = manager.messages[manager.first("READY=1")][0]
         # READY=1 means ready: at the moment it arrives, /readyz already says so.
         assert httpx.get(url + "/readyz", trust_env=False, timeout=5).status_code == 200
         ready_index = manager.first("READY=1")
-        manager.wait_for(lambda ms: count(ms, "WATCHDOG=1", ready_index) >= 3, "three WATCHDOG=1 pings", process)
+        manager.wait_for(lambda ms: count(ms, "WATCHDOG=1", ready_index) >= 3, "three WATCHDOG=1 pings", process, log)
         polling.set()
         poller.join(10)
         messages = manager.texts()
@@ -276,9 +292,17 @@ def test_ready_is_sent_only_once_readyz_is_true_then_watchdog_pings_follow(tmp_p
         assert any(m.startswith("STATUS=ready") for m in messages[ready_index].split("\n"))
         assert [s for t, s in polls if t >= ready_at and s != 200] == [], "/readyz failed after READY=1"
         assert any(s != 200 for _, s in polls), "the poller never saw the service before it was ready"
+        # SIGUSR1 (systemctl kill -s USR1): every thread's stack to the log, and the service goes on.
+        process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + WAIT_S
+        while "in _work" not in log_tail(log) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert 'File "' in log_tail(log) and "in _work" in log_tail(log), log_tail(log)
+        assert process.poll() is None
+        assert httpx.get(url + "/readyz", trust_env=False, timeout=5).status_code == 200
         # A stop: STOPPING=1 at once, then a clean exit.
         assert stop(process) == 0, log.read_text(errors="replace")[-3000:]
-        manager.wait_for(lambda ms: count(ms, "STOPPING=1") == 1, "STOPPING=1", process)
+        manager.wait_for(lambda ms: count(ms, "STOPPING=1") == 1, "STOPPING=1", process, log)
     finally:
         polling.set()
         stop(process)
@@ -316,12 +340,13 @@ def test_watchdog_pings_stop_while_the_job_database_is_locked(tmp_path, test_mod
     They resume once the lock is released."""
     process, _, log = start_service(tmp_path, test_models, manager)
     try:
-        manager.wait_for(lambda ms: count(ms, "WATCHDOG=1") >= 1, "a first WATCHDOG=1", process)
+        manager.wait_for(lambda ms: count(ms, "WATCHDOG=1") >= 1, "a first WATCHDOG=1", process, log)
         db = sqlite3.connect(str(tmp_path / "state" / "jobs.sqlite3"), isolation_level=None)
         try:
             db.execute("BEGIN IMMEDIATE")
             locked = len(manager.texts())
-            manager.wait_for(lambda ms: count(ms, "STATUS=unhealthy", locked) >= 2, "two unhealthy reports", process)
+            manager.wait_for(lambda ms: count(ms, "STATUS=unhealthy", locked) >= 2, "two unhealthy reports",
+                             process, log)
             messages = manager.texts()
             first_bad = next(i for i in range(locked, len(messages)) if messages[i].startswith("STATUS=unhealthy"))
             assert count(messages, "WATCHDOG=1", first_bad) == 0, messages[first_bad:]
@@ -331,7 +356,7 @@ def test_watchdog_pings_stop_while_the_job_database_is_locked(tmp_path, test_mod
             db.close()
         released = len(manager.texts())
         manager.wait_for(lambda ms: count(ms, "WATCHDOG=1", released) >= 1, "pings after the lock is released",
-                         process)
+                         process, log)
         after = manager.texts()[released:]
         assert any(m.startswith("STATUS=ready") for m in after), after
         assert "health check failed, withholding the watchdog ping" in log.read_text(errors="replace")
