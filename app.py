@@ -23,7 +23,7 @@ from typing import Any
 from asr.config import Settings, load_settings
 from asr.engine import Engine
 from asr.errors import AsrError, EngineBusyError
-from asr.health import HealthCheck, local_url
+from asr.health import HealthCheck, ensure_port_free, local_url
 from asr.jobs import JobKind, JobRecord, JobState
 from asr.notify import Notifier, Watchdog
 from asr.types import TranscribeOptions, Transcript, VadResult
@@ -404,8 +404,10 @@ def serve(
     # A service that hangs (start-up that never ends, a wedged worker) is diagnosed from outside:
     # `systemctl kill -s USR1 asr` writes every thread's stack to the journal and the service goes on.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # Fail fast, with the fix, before anything slow: a taken port, missing model files.
+    ensure_port_free(settings.server.host, settings.server.port)
     if engine is None:
-        locate_all(settings)  # fail fast, with the fix, before binding the port
+        locate_all(settings)
         notifier.status("loading the models")
     # Starlette spools uploads through tempfile: keep them on our own disk, not a tmpfs /tmp.
     import tempfile

@@ -50,6 +50,7 @@ from asr.batch import (
 )
 from asr.config import Settings
 from asr.errors import AsrError, ConfigError, FatalDeviceError, JobCancelledError
+from asr.health import ensure_port_free
 from asr.types import TranscribeOptions
 
 logger = logging.getLogger(__name__)
@@ -487,6 +488,7 @@ def serve(settings: Settings, *, address: str | None = None, workers: int | None
     import app
 
     notifier = app.Notifier.from_environment()  # read first: it also hides NOTIFY_SOCKET from children
+    ensure_port_free(settings.server.host, settings.server.port)  # before Ray and the actors start
     connect(address)
     plan = plan_resources(workers, gpus_per_worker, cpus_per_worker, decode_cpus=0.0,
                           threads=settings.runtime.threads)

@@ -10,11 +10,14 @@ Each probe exercises the thing a request needs, not a flag that merely says so:
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import threading
 import urllib.error
 import urllib.request
 from typing import Any
+
+from asr.errors import ConfigError
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -28,6 +31,26 @@ def local_url(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"http://{host}:{port}"
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Fail before the models load when another process holds the port (a second instance, say),
+    instead of after, with the web server's bare errno."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ConfigError(f"server.host {host!r} cannot be bound: {e}") from e
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            # as the server itself binds: a port left in TIME_WAIT by the last run is free
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as e:
+                raise ConfigError(
+                    f"cannot listen on {host}:{port}: {e.strerror} (is another asr serve running? "
+                    "stop it, or choose another port with --port or server.port)"
+                ) from e
 
 
 class HealthCheck:

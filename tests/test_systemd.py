@@ -320,6 +320,21 @@ def test_no_ready_when_the_models_are_missing(tmp_path, manager):
     assert count(manager.texts(), "READY=1") == 0
 
 
+def test_no_ready_and_a_clear_error_when_the_port_is_taken(tmp_path, test_models, manager):
+    """A second instance on the same port stops at once, before loading the models, and says why."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        process, _, log = start_service(tmp_path, test_models, manager, {"server": {"port": port}})
+        assert process.wait(WAIT_S) == 2, log_tail(log)
+    output = log_tail(log)
+    assert f"asr serve: error: cannot listen on 127.0.0.1:{port}: Address already in use" in output, output
+    assert "another asr serve" in output and "--port" in output and "Traceback" not in output
+    assert "loaded" not in output, "the models were loaded before the port was checked"
+    assert count(manager.texts(), "READY=1") == 0
+
+
 def test_no_ready_when_a_model_fails_to_load(tmp_path, test_models, manager):
     """The files pass the start-up size check, but the checkpoint is garbage: the engine fails
     while loading, the process exits non-zero, and READY=1 is never sent."""
