@@ -174,8 +174,8 @@ class Engine:
         if not self.ready.is_set() or self._stopping:
             raise EngineNotReadyError("the service is starting or stopping; try again in a moment")
         options = options or TranscribeOptions()
-        self._refuse_if_full()  # at once: a busy service answers before it looks at the file
-        self._probe(source, _display_name(filename))
+        # A place in the queue first: a busy service answers at once, before it looks at the file,
+        # and a file being probed holds its place, so a burst cannot overfill the queue.
         with self._lock:
             waiting = len(self._waiting) + self._reserved
             if waiting >= self.settings.queue.max_size:
@@ -183,6 +183,7 @@ class Engine:
             self._reserved += 1
         job_id = uuid.uuid4().hex
         try:
+            self._probe(source, _display_name(filename))
             job_dir = self._jobs_dir / job_id
             job_dir.mkdir(parents=True)
             suffix = Path(filename).suffix.lower()
@@ -214,12 +215,6 @@ class Engine:
                 self._reserved -= 1
         logger.info("job %s queued: %s (%s)", job_id, record.filename, kind.value)
         return self.get(job_id)
-
-    def _refuse_if_full(self) -> None:
-        with self._lock:
-            waiting = len(self._waiting) + self._reserved
-        if waiting >= self.settings.queue.max_size:
-            raise EngineBusyError(f"busy: {waiting} jobs waiting; try again later")
 
     def _probe(self, source: Path, name: str) -> None:
         """Refuse an unusable file at once, before it waits in the queue."""
@@ -262,8 +257,9 @@ class Engine:
             if queued:
                 self._waiting.remove(live)
         if queued and self.store.cancel_if_queued(job_id):
-            logger.info("%s", _job_log_line(self.get(job_id), "cancelled"))
-            self._emit(job_id)
+            record = self.get(job_id)
+            logger.info("%s", _job_log_line(record, "cancelled"))
+            self._emit(job_id, record)
             self._release(live)
         return self.get(job_id)
 
@@ -361,8 +357,9 @@ class Engine:
             # and log and tell the listeners (metrics) before it too, so that a caller that
             # waited finds the job's log line and its metrics already there
             try:
-                logger.info("%s", _job_log_line(self.get(job.id), outcome, time.perf_counter() - started))
-                self._emit(job.id)
+                record = self.get(job.id)
+                logger.info("%s", _job_log_line(record, outcome, time.perf_counter() - started))
+                self._emit(job.id, record)
             except Exception:
                 logger.exception("could not report the end of job %s", job.id)
             self._release(job)
@@ -394,10 +391,10 @@ class Engine:
             if job.unsaved is None:
                 self._live.pop(job.id, None)
 
-    def _emit(self, job_id: str) -> None:
+    def _emit(self, job_id: str, record: JobRecord | None = None) -> None:
         if not self.listeners:
             return
-        record = self.get(job_id)
+        record = record or self.get(job_id)
         for listener in self.listeners:
             try:
                 listener(job_id, record)

@@ -137,12 +137,14 @@ def test_a_failed_job_does_not_stop_the_next(engine, gated, speech_wav, tmp_path
     assert engine.wait(good.id, timeout=120).state is JobState.COMPLETED
 
 
-def test_bad_audio_is_refused_before_it_is_queued(engine, tmp_path):
+def test_bad_audio_is_refused_before_it_is_queued(engine, tmp_path, speech_wav):
     fake = tmp_path / "slides.wav"
     fake.write_bytes(b"%PDF-1.7\n" + b"x" * 2000)
-    with pytest.raises(NotAudioError, match="PDF"):
-        engine.submit(fake, "slides.wav")
+    for _ in range(engine.settings.queue.max_size + 1):  # a refused file gives its place back
+        with pytest.raises(NotAudioError, match="PDF"):
+            engine.submit(fake, "slides.wav")
     assert engine.jobs() == []
+    assert engine.wait(engine.submit(speech_wav, "good.wav").id, timeout=120).state is JobState.COMPLETED
 
 
 def test_vad_jobs(engine, speech_wav):
