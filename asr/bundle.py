@@ -32,7 +32,7 @@ import shutil
 import tarfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -40,18 +40,21 @@ from asr.config import ModelSpec, Settings
 from asr.errors import ModelError
 from asr.model_files import (
     MANIFEST_NAME,
-    OPTIONAL_FILES,
     REQUIRED_FILES,
     TEST_MODEL_MARKER,
     ModelLocation,
     ModelRole,
+    check_manifest,
+    checksum_mismatch,
     download_target,
     locate_model,
     manifest_matches,
+    model_file_names,
     model_spec,
     read_manifest,
     roles_for_profile,
     sha256_file,
+    verified_copy,
     verify_manifest,
 )
 
@@ -62,11 +65,6 @@ BUNDLE_FORMAT = 1
 #: The bundle manifest is a few KB; anything much larger is not one of ours.
 _MAX_MANIFEST_BYTES = 1 << 20
 _CHUNK = 1 << 20
-#: The only file names a model directory in a bundle may hold.
-_ALLOWED_NAMES = frozenset(
-    {name for alternatives in REQUIRED_FILES.values() for group in alternatives for name in group}
-    | set(OPTIONAL_FILES) | {MANIFEST_NAME, TEST_MODEL_MARKER}
-)
 
 
 class BundleError(ModelError):
@@ -151,10 +149,11 @@ def create_bundle(settings: Settings, out: Path) -> BundleSummary:
     """
     selected = roles_for_profile(settings.models.profile)
     cache_dir = settings.models.resolved_cache_dir()
-    entries: list[tuple[dict[str, Any], Path]] = []
+    entries: list[tuple[dict[str, Any], ModelLocation]] = []
     for role in selected:
         location = locate_model(settings.models, role)
-        manifest = verify_manifest(location)  # full sha256: never pack a damaged model
+        # Sizes and pins now; each file's sha256 while it is packed (one read): never pack a damaged model.
+        manifest = check_manifest(location)
         files = dict(manifest["files"])
         for extra in (MANIFEST_NAME, TEST_MODEL_MARKER):
             path = location.directory / extra
@@ -162,9 +161,8 @@ def create_bundle(settings: Settings, out: Path) -> BundleSummary:
                 files[extra] = {"sha256": sha256_file(path), "size": path.stat().st_size}
         rel = download_target(cache_dir, location.spec).relative_to(cache_dir).as_posix()
         entries.append(({"role": role, "model_id": location.spec.id, "revision": location.spec.revision,
-                         "directory": rel, "files": files}, location.directory))
-        logger.info("%s model %s@%s verified, packing %d files", role, location.spec.id, location.spec.revision,
-                    len(files))
+                         "directory": rel, "files": files}, location))
+        logger.info("%s model %s@%s: packing %d files", role, location.spec.id, location.spec.revision, len(files))
     manifest_bytes = json.dumps(
         {"format": BUNDLE_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
          "models": [entry for entry, _ in entries]},
@@ -179,16 +177,13 @@ def create_bundle(settings: Settings, out: Path) -> BundleSummary:
             writer = _HashingWriter(raw)
             with tarfile.open(fileobj=writer, mode=_tar_mode(out, writing=True), format=tarfile.PAX_FORMAT) as tar:
                 tar.addfile(_member(BUNDLE_MANIFEST, len(manifest_bytes), mtime), io.BytesIO(manifest_bytes))
-                for entry, directory in entries:
+                for entry, location in entries:
                     for name, meta in entry["files"].items():
-                        with open(directory / name, "rb") as source:
+                        with open(location.directory / name, "rb") as source:
                             reader = _HashingReader(source)
                             tar.addfile(_member(f"{entry['directory']}/{name}", meta["size"], mtime), reader)
                         if reader.digest.hexdigest() != meta["sha256"]:
-                            raise BundleError(
-                                f"{entry['role']} model {entry['model_id']}: {directory / name} changed while it "
-                                f"was being packed; run `asr bundle` again when nothing writes to the model cache"
-                            )
+                            raise checksum_mismatch(location, name, reader.digest.hexdigest(), meta["sha256"])
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(partial, out)
@@ -210,6 +205,7 @@ class _Planned:
     staging: Path | None = None
     aside: Path | None = None
     installed: bool = False
+    digests: dict[str, str] = field(default_factory=dict)
 
 
 def _refuse(bundle: Path, reason: str) -> BundleError:
@@ -272,28 +268,22 @@ def _plan(settings: Settings, manifest: dict[str, Any], bundle: Path) -> tuple[l
         directory = target.relative_to(cache_dir).as_posix()
         plan = _Planned(role, spec, entry, target)  # type: ignore[arg-type]
         planned.append(plan)
+        allowed_names = {*model_file_names(role), MANIFEST_NAME}
         for name, meta in entry["files"].items():
-            if name not in _ALLOWED_NAMES:
-                raise _refuse(bundle, f"its {role} model lists the file {name!r}, which no model directory holds")
+            if name not in allowed_names:
+                raise _refuse(bundle, f"its {role} model lists the file {name!r}, which no {role} model "
+                                      f"directory holds")
             allowed[f"{directory}/{name}"] = (plan, name, meta)
         if spec.path is not None:
             logger.warning("models.%s.path is set (%s): the service loads that directory, not the copy this "
                            "bundle installs into %s", role, spec.path, target)
     missing = [role for role in roles_for_profile(settings.models.profile)
-               if not any(p.role == role for p in planned) and not _installed(settings, role)]
+               if not any(p.role == role for p in planned) and verified_copy(settings.models, role) is None]
     if missing:
         raise _refuse(bundle, (
             f"the profile {settings.models.profile} needs the {', '.join(missing)} model(s), which the bundle "
             f"does not hold and this machine does not have; make the bundle with the same models.profile"))
     return planned, allowed
-
-
-def _installed(settings: Settings, role: ModelRole) -> bool:
-    try:
-        location = locate_model(settings.models, role)
-    except ModelError:
-        return False
-    return manifest_matches(location.directory, location.spec, role)
 
 
 def _check_entry(member: tarfile.TarInfo, allowed: dict[str, tuple], seen: set[str], bundle: Path) -> tuple:
@@ -319,6 +309,8 @@ def _check_entry(member: tarfile.TarInfo, allowed: dict[str, tuple], seen: set[s
 
 def _unpack(tar: tarfile.TarFile, member: tarfile.TarInfo, plan: _Planned, name: str, meta: dict[str, Any],
             bundle: Path) -> None:
+    """Write one file into the staging directory, checking it against the bundle; its sha256 is
+    kept in ``plan.digests`` for the model's own manifest."""
     assert plan.staging is not None
     source = tar.extractfile(member)
     assert source is not None
@@ -332,6 +324,7 @@ def _unpack(tar: tarfile.TarFile, member: tarfile.TarInfo, plan: _Planned, name:
         os.fsync(out.fileno())
     os.chmod(path, 0o644)  # models are public; a service under another (dynamic) user must read them
     actual = digest.hexdigest()
+    plan.digests[name] = actual
     if actual != meta["sha256"]:
         raise _refuse(bundle, (
             f"{plan.role} model {plan.entry['model_id']}: {name} does not match its checksum in the bundle "
@@ -411,7 +404,8 @@ def _install(tar: tarfile.TarFile, checked: list[tuple], planned: list[_Planned]
             # The model's own manifest must agree too: a bundle manifest rewritten to match
             # altered files still fails here.
             try:
-                verify_manifest(ModelLocation(plan.role, plan.spec, plan.staging, False))  # type: ignore[arg-type]
+                verify_manifest(ModelLocation(plan.role, plan.spec, plan.staging, False),  # type: ignore[arg-type]
+                                plan.digests)
             except ModelError as e:
                 raise _refuse(bundle, f"{plan.role} model does not match its own {MANIFEST_NAME}: {e}") from None
         for plan in planned:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from asr.config import Settings, find_config_file
 from asr.errors import AsrError
-from asr.model_files import check_required_files, locate_model, read_manifest, roles_for_profile, verify_manifest
+from asr.model_files import check_model, locate_model, roles_for_profile
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +37,10 @@ def _config(config_file: str | None) -> CheckResult:
 def _model(settings: Settings, role: str) -> CheckResult:
     try:
         location = locate_model(settings.models, role)  # type: ignore[arg-type]
-        if read_manifest(location.directory) is None:
-            check_required_files(location)
+        manifest = check_model(location)
+        if manifest is None:
             detail = f"{location.directory} (no manifest: files present, checksums not checked)"
         else:
-            manifest = verify_manifest(location)
             detail = f"{location.spec.id}@{location.spec.revision}, {len(manifest['files'])} files sha256-verified"
         if location.is_test_model:
             detail += " [RANDOM WEIGHTS: test model]"

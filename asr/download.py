@@ -51,22 +51,20 @@ from asr.errors import (
     ManifestMismatchError,
     ModelError,
     ModelIncompleteError,
-    ModelNotFoundError,
 )
 from asr.model_files import (
     MANIFEST_NAME,
-    OPTIONAL_FILES,
     REQUIRED_FILES,
-    TEST_MODEL_MARKER,
     ModelRole,
-    check_required_files,
+    check_model,
     download_target,
     locate_model,
-    manifest_matches,
+    model_file_names,
     model_spec,
     read_manifest,
     roles_for_profile,
     sha256_file,
+    verified_copy,
     verify_manifest,
     write_manifest,
 )
@@ -124,7 +122,7 @@ def download_models(
         if spec.path is not None:
             reports.append(_check_explicit_path(settings, role))  # type: ignore[arg-type]
             continue
-        present = _complete_copy(settings, role)  # type: ignore[arg-type]
+        present = verified_copy(settings.models, role)  # type: ignore[arg-type]
         if present is not None:
             logger.info("%s model %s@%s is complete in %s", role, spec.id, spec.revision, present)
             reports.append(DownloadReport(role, spec.id, spec.revision, present, False))
@@ -158,27 +156,10 @@ def verify_models(settings: Settings) -> list[dict]:
 # ---- no-network checks ---------------------------------------------------------------------
 
 
-def _complete_copy(settings: Settings, role: ModelRole) -> Path | None:
-    """The directory the service would load for ``role``, if it is complete and verified.
-
-    This is download_target() whenever that holds a model; an older cache layout only
-    counts when locate_model would pick it too. Reads files only: no network, no modelscope.
-    """
-    try:
-        location = locate_model(settings.models, role)
-    except ModelNotFoundError:
-        return None
-    spec = model_spec(settings.models, role)
-    return location.directory if manifest_matches(location.directory, spec, role) else None
-
-
 def _check_explicit_path(settings: Settings, role: ModelRole) -> DownloadReport:
     """A model the config points at with ``path``: check it, never write into it."""
     location = locate_model(settings.models, role)
-    if read_manifest(location.directory) is not None:
-        verify_manifest(location)
-    else:
-        check_required_files(location)
+    if check_model(location) is None:
         logger.warning(
             "%s model at %s has no %s, so its files cannot be checked against checksums",
             role, location.directory, MANIFEST_NAME,
@@ -188,15 +169,6 @@ def _check_explicit_path(settings: Settings, role: ModelRole) -> DownloadReport:
 
 
 # ---- downloading ---------------------------------------------------------------------------
-
-
-def _wanted_files(role: ModelRole) -> list[str]:
-    names = [name for alternatives in REQUIRED_FILES[role] for name in alternatives]
-    names.extend(OPTIONAL_FILES)
-    # Test models built by scripts/make_test_models.py carry a marker; keep it if a mirror
-    # serves one, so that such a model never passes for a real one.
-    names.append(TEST_MODEL_MARKER)
-    return list(dict.fromkeys(names))
 
 
 def resolve_endpoint(settings: Settings) -> str | None:
@@ -240,7 +212,7 @@ def _download(
                     model_id=spec.id,
                     revision=spec.revision,
                     cache_dir=str(cache_dir),
-                    allow_patterns=_wanted_files(role),
+                    allow_patterns=model_file_names(role),
                     endpoint=endpoint,
                 )
             break
@@ -309,9 +281,9 @@ def _invalidate(target: Path) -> None:
 
 
 def _require_files(directory: Path, role: ModelRole, what: str, where: str) -> None:
-    if not any((directory / name).is_file() for name in _wanted_files(role)):
+    if not any((directory / name).is_file() for name in model_file_names(role)):
         raise ModelIncompleteError(
-            f"{what}: {where} listed none of the model files ({', '.join(_wanted_files(role)[:4])}, "
+            f"{what}: {where} listed none of the model files ({', '.join(model_file_names(role)[:4])}, "
             f"...) for this revision, so nothing was downloaded and no manifest was written. "
             f"To fix: check models.{role}.id and models.{role}.revision (the revision must exist "
             f"on the endpoint), or install an offline bundle with `asr install-bundle FILE`."
@@ -338,7 +310,7 @@ def _same_dir(a: Path, b: Path) -> bool:
 def _adopt(source: Path, target: Path, role: ModelRole) -> None:
     """Hard-link (or copy) the wanted files of ``source`` into ``target``, atomically each."""
     target.mkdir(parents=True, exist_ok=True)
-    for name in _wanted_files(role):
+    for name in model_file_names(role):
         src = source / name
         if not src.is_file():
             continue

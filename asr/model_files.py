@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -191,8 +192,9 @@ def read_manifest(directory: Path) -> dict | None:
         raise ManifestMismatchError(f"manifest {path} is unreadable: {e}") from None
 
 
-def verify_manifest(location: ModelLocation) -> dict:
-    """Recompute every sha256 (offline) and compare with the manifest; return the manifest."""
+def check_manifest(location: ModelLocation) -> dict:
+    """Everything but the checksums: the manifest is there, names the pinned model, and every
+    file it lists has its size. Returns the manifest."""
     manifest = read_manifest(location.directory)
     if manifest is None:
         raise ManifestMismatchError(
@@ -206,13 +208,26 @@ def verify_manifest(location: ModelLocation) -> dict:
             f"To fix: {FIX_HINT}."
         )
     check_required_files(location)
+    return manifest
+
+
+def checksum_mismatch(location: ModelLocation, name: str, actual: str, expected: str) -> ManifestMismatchError:
+    return ManifestMismatchError(
+        f"{location.role} model {location.spec.id}: {name} does not match its manifest "
+        f"(sha256 {actual[:12]}…, expected {expected[:12]}…). To fix: {FIX_HINT}."
+    )
+
+
+def verify_manifest(location: ModelLocation, digests: Mapping[str, str] | None = None) -> dict:
+    """Recompute every sha256 (offline) and compare with the manifest; return the manifest.
+
+    ``digests``: sha256s by file name that the caller computed while it read the files anyway
+    (unpacking a bundle), so they are not read twice; files not in it are hashed here."""
+    manifest = check_manifest(location)
     for name, entry in manifest["files"].items():
-        actual = sha256_file(location.directory / name)
+        actual = (digests or {}).get(name) or sha256_file(location.directory / name)
         if actual != entry["sha256"]:
-            raise ManifestMismatchError(
-                f"{location.role} model {location.spec.id}: {name} does not match its manifest "
-                f"(sha256 {actual[:12]}…, expected {entry['sha256'][:12]}…). To fix: {FIX_HINT}."
-            )
+            raise checksum_mismatch(location, name, actual, entry["sha256"])
     return manifest
 
 
@@ -223,3 +238,33 @@ def manifest_matches(directory: Path, spec: ModelSpec, role: ModelRole) -> bool:
         return True
     except (ManifestMismatchError, ModelIncompleteError, ModelNotFoundError):
         return False
+
+
+def model_file_names(role: ModelRole) -> list[str]:
+    """Every file a model directory of ``role`` may hold besides the manifest: what a download
+    asks for and what a bundle may carry."""
+    names = [name for alternatives in REQUIRED_FILES[role] for name in alternatives]
+    names.extend(OPTIONAL_FILES)
+    # Test models built by scripts/make_test_models.py carry a marker; keep it wherever one is
+    # served, so that such a model never passes for a real one.
+    names.append(TEST_MODEL_MARKER)
+    return list(dict.fromkeys(names))
+
+
+def check_model(location: ModelLocation) -> dict | None:
+    """Every sha256 against the manifest, which is returned; a directory without a manifest
+    (a model the user placed by hand) can only be checked for its required files: None."""
+    if read_manifest(location.directory) is None:
+        check_required_files(location)
+        return None
+    return verify_manifest(location)
+
+
+def verified_copy(models: ModelsConfig, role: ModelRole) -> Path | None:
+    """The directory the service would load for ``role``, if it holds a complete, verified copy
+    of the pinned model (files only: no network)."""
+    try:
+        location = locate_model(models, role)
+    except ModelNotFoundError:
+        return None
+    return location.directory if manifest_matches(location.directory, location.spec, role) else None

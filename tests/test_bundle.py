@@ -222,6 +222,24 @@ def test_a_rewritten_bundle_manifest_is_caught_by_the_model_manifest(made, targe
     assert_refused(settings_for(cfg), forged, cache, f"does not match its own {re.escape(MANIFEST_NAME)}")
 
 
+def test_a_bundle_manifest_announcing_a_foreign_file_is_refused(made, target, tmp_path):
+    """Only the names a model directory of that role holds may be announced, so a bundle can
+    never place, say, a Python file beside the weights, even with a matching checksum."""
+    bundle, _ = made
+    cache, cfg = target
+    payload = b"import os\n"
+    with tarfile.open(bundle) as tar:
+        manifest = json.loads(tar.extractfile(BUNDLE_MANIFEST).read())
+    for model in manifest["models"]:
+        if model["role"] == "vad":
+            model["files"]["helper.py"] = {"sha256": hashlib.sha256(payload).hexdigest(), "size": len(payload)}
+            directory = model["directory"]
+    forged = rewrite(bundle, tmp_path / "foreign.tar",
+                     edit=lambda m, d: json.dumps(manifest).encode() if m.name == BUNDLE_MANIFEST else d,
+                     extra=[entry(f"{directory}/helper.py", payload)])
+    assert_refused(settings_for(cfg), forged, cache, "lists the file 'helper.py', which no vad model directory holds")
+
+
 def test_the_expected_sha256_is_checked_first(made, target):
     bundle, sha = made
     cache, cfg = target
