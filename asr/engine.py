@@ -174,11 +174,13 @@ class Engine:
         if not self.ready.is_set() or self._stopping:
             raise EngineNotReadyError("the service is starting or stopping; try again in a moment")
         options = options or TranscribeOptions()
-        # A place in the queue first: a busy service answers at once, before it looks at the file,
-        # and a file being probed holds its place, so a burst cannot overfill the queue.
+        # A place first: a busy service answers at once, before it looks at the file, and a file
+        # being probed holds its place, so a burst cannot overfill the queue. The places are the
+        # queue's plus one per worker: a job for an idle worker does not wait.
         with self._lock:
             waiting = len(self._waiting) + self._reserved
-            if waiting >= self.settings.queue.max_size:
+            running = sum(1 for w in self._workers if w.job_id is not None)
+            if waiting + running >= self.settings.queue.max_size + len(self._workers):
                 raise EngineBusyError(f"busy: {waiting} jobs waiting; try again later")
             self._reserved += 1
         job_id = uuid.uuid4().hex
