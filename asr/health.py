@@ -10,6 +10,7 @@ Each probe exercises the thing a request needs, not a flag that merely says so:
 
 from __future__ import annotations
 
+import errno
 import socket
 import sqlite3
 import threading
@@ -40,13 +41,23 @@ def ensure_port_free(host: str, port: int) -> None:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as e:
         raise ConfigError(f"server.host {host!r} cannot be bound: {e}") from e
+    # Bound as asyncio's create_server binds for the web server: every address the host resolves to,
+    # SO_REUSEADDR (a port left in TIME_WAIT by the last run is free), IPv6 sockets IPv6-only, and an
+    # address family the machine has disabled skipped rather than fatal.
     for family, kind, proto, _, address in infos:
-        with socket.socket(family, kind, proto) as probe:
-            # as the server itself binds: a port left in TIME_WAIT by the last run is free
+        try:
+            probe = socket.socket(family, kind, proto)
+        except OSError:
+            continue
+        with probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:
                 probe.bind(address)
             except OSError as e:
+                if e.errno == errno.EADDRNOTAVAIL:
+                    continue
                 raise ConfigError(
                     f"cannot listen on {host}:{port}: {e.strerror} (is another asr serve running? "
                     "stop it, or choose another port with --port or server.port)"

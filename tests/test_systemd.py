@@ -7,6 +7,7 @@ what the service sends, while it polls /readyz itself.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,6 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from asr.errors import ConfigError
+from asr.health import ensure_port_free
 from asr.notify import Notifier, Watchdog
 from tests.server import REPO, free_port, write_config
 
@@ -333,6 +336,29 @@ def test_no_ready_and_a_clear_error_when_the_port_is_taken(tmp_path, test_models
     assert "another asr serve" in output and "--port" in output and "Traceback" not in output
     assert "loaded" not in output, "the models were loaded before the port was checked"
     assert count(manager.texts(), "READY=1") == 0
+
+
+def test_the_port_check_binds_as_the_server_does():
+    """Every address the host resolves to is tried (a taken IPv4 port is seen through
+    "localhost" and the wildcard), and IPv6 sockets are IPv6-only, as the web server's are."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        for host in ("127.0.0.1", "localhost", "0.0.0.0"):
+            with pytest.raises(ConfigError, match=f"cannot listen on {re.escape(host)}:{port}: Address already in use"):
+                ensure_port_free(host, port)
+        if socket.has_ipv6 and _ipv6_loopback():
+            ensure_port_free("::1", port)  # another family's port: free
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
 
 
 def test_no_ready_when_a_model_fails_to_load(tmp_path, test_models, manager):
