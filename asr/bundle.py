@@ -8,7 +8,11 @@ the file over, install it. The bundle is a tar archive (gzip when its name ends 
     models/<owner>--<name>/snapshots/<revision>/<file>  the model files, .asr-manifest.json included
 
 which is the cache layout ``asr download`` writes, so an installed model is found like a
-downloaded one. Installing trusts nothing in the archive:
+downloaded one. A model without ``.asr-manifest.json`` (a cache FunASR or modelscope filled itself,
+a directory copied by hand to ``models.<role>.path``) is bundled once its required files are there,
+with a manifest computed while bundling and marked ``"source": "local"``: ``asr verify`` on the
+receiving machine then proves the files did not change since, and says the checksums are local,
+since no hub listing vouched for them. Installing trusts nothing in the archive:
 
 * every entry must be a regular file whose path is exactly one the manifest announces for a model
   the config pins (same id and revision); absolute paths, ``..``, links, devices and extra
@@ -37,21 +41,27 @@ from pathlib import Path
 from typing import IO, Any
 
 from asr.config import ModelSpec, Settings
-from asr.errors import ModelError
+from asr.errors import ModelError, ModelIncompleteError
 from asr.model_files import (
+    LOCAL_NOTE,
+    LOCAL_SOURCE,
     MANIFEST_NAME,
     REQUIRED_FILES,
     TEST_MODEL_MARKER,
     ModelLocation,
     ModelRole,
+    build_manifest,
     check_manifest,
     checksum_mismatch,
     download_target,
+    is_local,
     locate_model,
     manifest_matches,
+    missing_required,
     model_file_names,
     model_spec,
     read_manifest,
+    required_files_text,
     roles_for_profile,
     sha256_file,
     verified_copy,
@@ -89,6 +99,8 @@ class InstallReport:
     directory: Path
     installed: bool
     """False when an identical, verified copy was already in place."""
+    local_checksums: bool = False
+    """The model's manifest was computed by ``asr bundle`` from the files at hand, not from the hub."""
 
 
 # ---- making a bundle -------------------------------------------------------------------------
@@ -142,30 +154,67 @@ def _member(name: str, size: int, mtime: int) -> tarfile.TarInfo:
     return info
 
 
+def _local_manifest(location: ModelLocation) -> dict[str, Any]:
+    """A manifest for a model that came without one (a cache FunASR or modelscope filled itself, a
+    directory copied by hand), once its required files are there; marked local, since no hub
+    listing vouched for these checksums. Nothing is written into the model directory: it may be
+    read-only or someone else's (``models.<role>.path``)."""
+    missing = missing_required(location.directory, location.role)
+    if missing is not None:
+        raise ModelIncompleteError(
+            f"cannot bundle the {location.role} model {location.spec.id}@{location.spec.revision}: "
+            f"{location.directory} has no {MANIFEST_NAME} and lacks {missing}. To fix: copy the whole "
+            f"model directory there again (a {location.role} model needs {required_files_text(location.role)}), "
+            f"or run `asr download` where the network reaches ModelScope and bundle that."
+        )
+    logger.warning("%s model %s in %s has no %s: bundling it with %s", location.role, location.spec.id,
+                   location.directory, MANIFEST_NAME, LOCAL_NOTE)
+    return build_manifest(location.directory, location.spec, location.role, local=True)
+
+
+def _model_entry(location: ModelLocation, rel: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The bundle manifest's entry for one model, and the files packed from memory (a manifest
+    made here) rather than from the model directory."""
+    if read_manifest(location.directory) is None:
+        manifest = _local_manifest(location)
+        bodies = {MANIFEST_NAME: json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8")}
+    else:
+        # Sizes and pins now; each file's sha256 while it is packed (one read): never pack a damaged model.
+        manifest, bodies = check_manifest(location), {}
+    files = dict(manifest["files"])
+    for extra in (MANIFEST_NAME, TEST_MODEL_MARKER):
+        if extra in bodies:
+            files[extra] = {"sha256": hashlib.sha256(bodies[extra]).hexdigest(), "size": len(bodies[extra])}
+        elif (location.directory / extra).is_file():
+            path = location.directory / extra
+            files[extra] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    entry = {"role": location.role, "model_id": location.spec.id, "revision": location.spec.revision,
+             "directory": rel, "files": files}
+    if is_local(manifest):
+        entry["source"] = LOCAL_SOURCE  # informational: install checks the model's own manifest
+    return entry, bodies
+
+
 def create_bundle(settings: Settings, out: Path) -> BundleSummary:
     """Pack the models of the configured profile into ``out``, after verifying each one.
 
-    Raises BundleError, or the ModelError of a model that is missing or does not match its manifest.
+    A model without a manifest is packed with one computed here, marked local (its entry in
+    ``summary.models`` has ``"source": "local"``). Raises BundleError, or the ModelError of a
+    model that is missing, incomplete or does not match its manifest.
     """
     selected = roles_for_profile(settings.models.profile)
     cache_dir = settings.models.resolved_cache_dir()
-    entries: list[tuple[dict[str, Any], ModelLocation]] = []
+    entries: list[tuple[dict[str, Any], ModelLocation, dict[str, bytes]]] = []
     for role in selected:
         location = locate_model(settings.models, role)
-        # Sizes and pins now; each file's sha256 while it is packed (one read): never pack a damaged model.
-        manifest = check_manifest(location)
-        files = dict(manifest["files"])
-        for extra in (MANIFEST_NAME, TEST_MODEL_MARKER):
-            path = location.directory / extra
-            if path.is_file():
-                files[extra] = {"sha256": sha256_file(path), "size": path.stat().st_size}
         rel = download_target(cache_dir, location.spec).relative_to(cache_dir).as_posix()
-        entries.append(({"role": role, "model_id": location.spec.id, "revision": location.spec.revision,
-                         "directory": rel, "files": files}, location))
-        logger.info("%s model %s@%s: packing %d files", role, location.spec.id, location.spec.revision, len(files))
+        entry, bodies = _model_entry(location, rel)
+        entries.append((entry, location, bodies))
+        logger.info("%s model %s@%s: packing %d files", role, location.spec.id, location.spec.revision,
+                    len(entry["files"]))
     manifest_bytes = json.dumps(
         {"format": BUNDLE_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-         "models": [entry for entry, _ in entries]},
+         "models": [entry for entry, _, _ in entries]},
         indent=2, ensure_ascii=False,
     ).encode("utf-8")
 
@@ -177,20 +226,31 @@ def create_bundle(settings: Settings, out: Path) -> BundleSummary:
             writer = _HashingWriter(raw)
             with tarfile.open(fileobj=writer, mode=_tar_mode(out, writing=True), format=tarfile.PAX_FORMAT) as tar:
                 tar.addfile(_member(BUNDLE_MANIFEST, len(manifest_bytes), mtime), io.BytesIO(manifest_bytes))
-                for entry, location in entries:
-                    for name, meta in entry["files"].items():
-                        with open(location.directory / name, "rb") as source:
-                            reader = _HashingReader(source)
-                            tar.addfile(_member(f"{entry['directory']}/{name}", meta["size"], mtime), reader)
-                        if reader.digest.hexdigest() != meta["sha256"]:
-                            raise checksum_mismatch(location, name, reader.digest.hexdigest(), meta["sha256"])
+                for entry, location, bodies in entries:
+                    _pack_model(tar, entry, location, bodies, mtime)
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(partial, out)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    return BundleSummary(out, writer.digest.hexdigest(), [entry for entry, _ in entries])
+    return BundleSummary(out, writer.digest.hexdigest(), [entry for entry, _, _ in entries])
+
+
+def _pack_model(tar: tarfile.TarFile, entry: dict[str, Any], location: ModelLocation, bodies: dict[str, bytes],
+                mtime: int) -> None:
+    for name, meta in entry["files"].items():
+        member = _member(f"{entry['directory']}/{name}", meta["size"], mtime)
+        if name in bodies:
+            tar.addfile(member, io.BytesIO(bodies[name]))
+            continue
+        with open(location.directory / name, "rb") as source:
+            reader = _HashingReader(source)
+            tar.addfile(member, reader)
+        if reader.digest.hexdigest() != meta["sha256"]:
+            # A local manifest was computed moments ago, so a mismatch here means the file changed since.
+            raise checksum_mismatch(location, name, reader.digest.hexdigest(), meta["sha256"],
+                                    entry.get("source") == LOCAL_SOURCE)
 
 
 # ---- installing a bundle ---------------------------------------------------------------------
@@ -205,6 +265,7 @@ class _Planned:
     staging: Path | None = None
     aside: Path | None = None
     installed: bool = False
+    local: bool = False
     digests: dict[str, str] = field(default_factory=dict)
 
 
@@ -404,8 +465,8 @@ def _install(tar: tarfile.TarFile, checked: list[tuple], planned: list[_Planned]
             # The model's own manifest must agree too: a bundle manifest rewritten to match
             # altered files still fails here.
             try:
-                verify_manifest(ModelLocation(plan.role, plan.spec, plan.staging, False),  # type: ignore[arg-type]
-                                plan.digests)
+                staged = ModelLocation(plan.role, plan.spec, plan.staging, False)  # type: ignore[arg-type]
+                plan.local = is_local(verify_manifest(staged, plan.digests))
             except ModelError as e:
                 raise _refuse(bundle, f"{plan.role} model does not match its own {MANIFEST_NAME}: {e}") from None
         for plan in planned:
@@ -420,7 +481,8 @@ def _install(tar: tarfile.TarFile, checked: list[tuple], planned: list[_Planned]
     for plan in planned:
         if plan.aside is not None:
             shutil.rmtree(plan.aside, ignore_errors=True)
-    return [InstallReport(p.role, p.entry["model_id"], p.entry["revision"], p.target, p.installed) for p in planned]
+    return [InstallReport(p.role, p.entry["model_id"], p.entry["revision"], p.target, p.installed, p.local)
+            for p in planned]
 
 
 def _make_parents(directory: Path) -> list[Path]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from asr.config import Settings, find_config_file
 from asr.errors import AsrError
-from asr.model_files import check_model, locate_model, roles_for_profile
+from asr.model_files import LOCAL_NOTE, check_model, is_local, locate_model, roles_for_profile
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ def _model(settings: Settings, role: str) -> CheckResult:
             detail = f"{location.directory} (no manifest: files present, checksums not checked)"
         else:
             detail = f"{location.spec.id}@{location.spec.revision}, {len(manifest['files'])} files sha256-verified"
+            if is_local(manifest):
+                detail += f" ({LOCAL_NOTE})"
         if location.is_test_model:
             detail += " [RANDOM WEIGHTS: test model]"
         return CheckResult(f"model {role}", True, detail)

@@ -253,9 +253,12 @@ def cmd_download(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from asr.download import verify_models
+    from asr.model_files import LOCAL_NOTE, is_local
 
     for manifest in verify_models(settings):
-        print(f"{manifest['role']}: {manifest['model_id']}@{manifest['revision']} ok ({len(manifest['files'])} files)")
+        local = f"; {LOCAL_NOTE}" if is_local(manifest) else ""
+        print(f"{manifest['role']}: {manifest['model_id']}@{manifest['revision']} ok "
+              f"({len(manifest['files'])} files{local})")
     return 0
 
 
@@ -318,10 +321,19 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_bundle(args: argparse.Namespace, settings: Settings) -> int:
     from asr.bundle import create_bundle
+    from asr.model_files import LOCAL_NOTE, LOCAL_SOURCE, MANIFEST_NAME
 
     summary = create_bundle(settings, args.out)
+    local = [model for model in summary.models if model.get("source") == LOCAL_SOURCE]
     for model in summary.models:
-        print(f"{model['role']}: {model['model_id']}@{model['revision']} ({len(model['files'])} files)")
+        note = f", {LOCAL_NOTE}" if model in local else ""
+        print(f"{model['role']}: {model['model_id']}@{model['revision']} ({len(model['files'])} files{note})")
+    if local:
+        # These prove only that the files do not change after this point, not that they are the
+        # published model: say so where the operator decides whether to ship the bundle.
+        print(f"bundled with locally computed checksums (no {MANIFEST_NAME} in their directories): "
+              f"{', '.join(m['role'] for m in local)}; `asr verify` where they are installed checks "
+              f"the files against these, not against the hub")
     print(f"wrote {summary.path} ({summary.path.stat().st_size / 2**20:.1f} MiB)")
     print(f"sha256 {summary.sha256}")
     print(f"install it with: asr install-bundle {summary.path.name} --sha256 {summary.sha256}")
@@ -330,10 +342,12 @@ def cmd_bundle(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_install_bundle(args: argparse.Namespace, settings: Settings) -> int:
     from asr.bundle import install_bundle
+    from asr.model_files import LOCAL_NOTE
 
     for report in install_bundle(settings, args.bundle_file, args.sha256):
         state = "installed" if report.installed else "already installed (identical)"
-        print(f"{report.role}: {report.model_id}@{report.revision} {state} -> {report.directory}")
+        note = f" ({LOCAL_NOTE})" if report.local_checksums else ""
+        print(f"{report.role}: {report.model_id}@{report.revision} {state} -> {report.directory}{note}")
     return 0
 
 

@@ -53,11 +53,13 @@ from asr.errors import (
     ModelIncompleteError,
 )
 from asr.model_files import (
+    LOCAL_NOTE,
     MANIFEST_NAME,
     REQUIRED_FILES,
     ModelRole,
     check_model,
     download_target,
+    is_local,
     locate_model,
     model_file_names,
     model_spec,
@@ -149,7 +151,8 @@ def verify_models(settings: Settings) -> list[dict]:
                 "is_test_model": location.is_test_model,
             }
         )
-        logger.info("%s model %s verified in %s", role, location.spec.id, location.directory)
+        logger.info("%s model %s verified in %s%s", role, location.spec.id, location.directory,
+                    f" ({LOCAL_NOTE})" if is_local(manifest) else "")
     return results
 
 

@@ -38,6 +38,13 @@ OPTIONAL_FILES = ("configuration.json", "seg_dict", "jieba_usr_dict")
 
 FIX_HINT = "run `asr download` where the network reaches ModelScope, or `asr install-bundle FILE`"
 
+#: ``source`` of a manifest whose checksums were computed from the files at hand (``asr bundle`` of a
+#: model without a manifest): they show that nothing changed since, not that the files are the
+#: published ones. A manifest ``asr download`` writes has no ``source``: modelscope checked each
+#: file against the hub's listing first.
+LOCAL_SOURCE = "local"
+LOCAL_NOTE = "checksums computed locally, not from the hub"
+
 
 def roles_for_profile(profile: str) -> tuple[ModelRole, ...]:
     """The models a profile loads, in load order."""
@@ -103,15 +110,27 @@ def locate_model(models: ModelsConfig, role: ModelRole) -> ModelLocation:
     )
 
 
+def missing_required(directory: Path, role: ModelRole) -> str | None:
+    """The first required file ``directory`` lacks ("tokens.json or tokens.txt"), or None."""
+    for alternatives in REQUIRED_FILES[role]:
+        if not any((directory / name).is_file() for name in alternatives):
+            return " or ".join(alternatives)
+    return None
+
+
+def required_files_text(role: ModelRole) -> str:
+    """What a complete ``role`` directory holds, for messages: "config.yaml, model.pt, am.mvn"."""
+    return ", ".join(" or ".join(alternatives) for alternatives in REQUIRED_FILES[role])
+
+
 def check_required_files(location: ModelLocation) -> None:
     """Fail fast, naming the model and the missing file, before any expensive load."""
-    for alternatives in REQUIRED_FILES[location.role]:
-        if not any((location.directory / name).is_file() for name in alternatives):
-            missing = " or ".join(alternatives)
-            raise ModelIncompleteError(
-                f"{location.role} model {location.spec.id}@{location.spec.revision} in "
-                f"{location.directory} is incomplete: {missing} is missing. To fix: {FIX_HINT}."
-            )
+    missing = missing_required(location.directory, location.role)
+    if missing is not None:
+        raise ModelIncompleteError(
+            f"{location.role} model {location.spec.id}@{location.spec.revision} in "
+            f"{location.directory} is incomplete: {missing} is missing. To fix: {FIX_HINT}."
+        )
     manifest = read_manifest(location.directory)
     if manifest is not None:
         # Cheap check on every start: sizes. `asr verify` does the full sha256 pass.
@@ -160,8 +179,9 @@ def manifest_files(directory: Path, role: ModelRole) -> list[str]:
     return names
 
 
-def write_manifest(directory: Path, spec: ModelSpec, role: ModelRole) -> dict:
-    """Record each file's size and sha256, so later checks need no network."""
+def build_manifest(directory: Path, spec: ModelSpec, role: ModelRole, *, local: bool = False) -> dict:
+    """Each file's size and sha256, so later checks need no network. ``local`` marks checksums that
+    no hub listing vouched for (see LOCAL_SOURCE)."""
     files = {
         name: {"sha256": sha256_file(directory / name), "size": (directory / name).stat().st_size}
         for name in manifest_files(directory, role)
@@ -173,6 +193,19 @@ def write_manifest(directory: Path, spec: ModelSpec, role: ModelRole) -> dict:
         "files": files,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if local:
+        manifest.update(source=LOCAL_SOURCE, note=LOCAL_NOTE)
+    return manifest
+
+
+def is_local(manifest: Mapping) -> bool:
+    """True for a manifest whose checksums were computed locally (see LOCAL_SOURCE)."""
+    return manifest.get("source") == LOCAL_SOURCE
+
+
+def write_manifest(directory: Path, spec: ModelSpec, role: ModelRole) -> dict:
+    """Record each file's size and sha256 (of files the download just checked against the hub)."""
+    manifest = build_manifest(directory, spec, role)
     tmp = directory / (MANIFEST_NAME + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, directory / MANIFEST_NAME)
@@ -211,9 +244,11 @@ def check_manifest(location: ModelLocation) -> dict:
     return manifest
 
 
-def checksum_mismatch(location: ModelLocation, name: str, actual: str, expected: str) -> ManifestMismatchError:
+def checksum_mismatch(location: ModelLocation, name: str, actual: str, expected: str,
+                      local: bool = False) -> ManifestMismatchError:
+    whose = f"its manifest ({LOCAL_NOTE})" if local else "its manifest"
     return ManifestMismatchError(
-        f"{location.role} model {location.spec.id}: {name} does not match its manifest "
+        f"{location.role} model {location.spec.id}: {name} does not match {whose} "
         f"(sha256 {actual[:12]}…, expected {expected[:12]}…). To fix: {FIX_HINT}."
     )
 
@@ -227,7 +262,7 @@ def verify_manifest(location: ModelLocation, digests: Mapping[str, str] | None =
     for name, entry in manifest["files"].items():
         actual = (digests or {}).get(name) or sha256_file(location.directory / name)
         if actual != entry["sha256"]:
-            raise checksum_mismatch(location, name, actual, entry["sha256"])
+            raise checksum_mismatch(location, name, actual, entry["sha256"], is_local(manifest))
     return manifest
 
 

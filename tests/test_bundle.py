@@ -368,3 +368,73 @@ def test_bundle_holds_exactly_the_model_files_and_manifests(made):
     assert names == announced
     assert f"{ASR_DIR}/{TEST_MODEL_MARKER}" in names and f"{ASR_DIR}/{MANIFEST_NAME}" in names
     assert [m["role"] for m in manifest["models"]] == ["vad", "asr", "punc"]
+
+
+# ---- models without our manifest ----------------------------------------------------------------
+
+ASR_ID = "iic/speech_paraformer-large-vad-punc_asr_nat-zh-cn-16k-common-vocab8404-pytorch"
+PUNC_ID = "iic/punc_ct-transformer_zh-cn-common-vocab272727-pytorch"
+LOCAL_NOTE_TEXT = "checksums computed locally, not from the hub"
+
+
+def without_manifests(test_models: Path, root: Path) -> tuple[Path, Path]:
+    """A cache whose punc model sits in modelscope's older layout without our manifest (as FunASR's
+    own download leaves it), and an asr model copied by hand to its own directory; (cache, asr dir)."""
+    cache = root / "cache"
+    shutil.copytree(test_models / "models", cache / "models")
+    punc = next((cache / "models").glob("iic--punc*/snapshots/*"))
+    legacy = cache / "models" / PUNC_ID
+    legacy.parent.mkdir(parents=True)
+    punc.rename(legacy)
+    (legacy / MANIFEST_NAME).unlink()
+    shutil.rmtree(cache / "models" / f"iic--{PUNC_ID.split('/')[1]}")
+    by_hand = root / "hand-copied-asr"
+    shutil.copytree(cache / ASR_DIR, by_hand)
+    (by_hand / MANIFEST_NAME).unlink()
+    shutil.rmtree(cache / ASR_DIR)
+    return cache, by_hand
+
+
+def test_models_without_a_manifest_are_bundled_with_local_checksums(test_models, target, tmp_path):
+    cache, by_hand = without_manifests(test_models, tmp_path / "src")
+    src = config(tmp_path / "src.yaml", cache, f"  asr:\n    id: {ASR_ID}\n"
+                                                f"    revision: v2.0.4\n    path: {by_hand}\n")
+    before = tree(tmp_path / "src")
+    made = run_asr("bundle", "--config", src, "--out", "local.tar", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert re.search(r"^bundled with locally computed checksums .*: asr, punc;", made.stdout, re.M), made.stdout
+    assert made.stdout.count(LOCAL_NOTE_TEXT) == 2, made.stdout  # the asr and punc lines, not vad
+    assert tree(tmp_path / "src") == before, "bundling must not write into the model directories"
+    with tarfile.open(tmp_path / "local.tar") as tar:
+        sources = {m["role"]: m.get("source") for m in json.loads(tar.extractfile(BUNDLE_MANIFEST).read())["models"]}
+        own = json.loads(tar.extractfile(f"{ASR_DIR}/{MANIFEST_NAME}").read())
+    assert sources == {"vad": None, "asr": "local", "punc": "local"}
+    assert own["source"] == "local" and own["model_id"] == ASR_ID
+
+    installed_cache, cfg = target
+    installed = run_asr("install-bundle", "--config", cfg, tmp_path / "local.tar", cwd=tmp_path)
+    assert installed.returncode == 0, installed.stderr
+    assert installed.stdout.count(" installed -> ") == 3 and installed.stdout.count(LOCAL_NOTE_TEXT) == 2
+    verify = run_asr("verify", "--config", cfg, cwd=tmp_path)
+    assert verify.returncode == 0 and verify.stdout.count(" ok (") == 3, verify.stderr
+    assert re.search(rf"^asr: .* ok \(\d+ files; {LOCAL_NOTE_TEXT}\)$", verify.stdout, re.M), verify.stdout
+    assert LOCAL_NOTE_TEXT not in next(line for line in verify.stdout.splitlines() if line.startswith("vad:"))
+
+    weights = installed_cache / ASR_DIR / "model.pt"
+    weights.write_bytes(flip(weights.read_bytes()))  # same size: only the checksum can tell
+    altered = run_asr("verify", "--config", cfg, cwd=tmp_path)
+    assert altered.returncode == 2 and "Traceback" not in altered.stderr, altered.stderr
+    assert f"model.pt does not match its manifest ({LOCAL_NOTE_TEXT})" in altered.stderr
+
+
+def test_a_model_without_a_manifest_missing_a_required_file_is_refused(test_models, tmp_path):
+    cache, by_hand = without_manifests(test_models, tmp_path / "src")
+    (by_hand / "am.mvn").unlink()
+    src = config(tmp_path / "src.yaml", cache, f"  asr:\n    id: {ASR_ID}\n"
+                                                f"    revision: v2.0.4\n    path: {by_hand}\n")
+    result = run_asr("bundle", "--config", src, "--out", "x.tar", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "cannot bundle the asr model iic/speech_paraformer-large" in result.stderr
+    assert f"{by_hand} has no {MANIFEST_NAME} and lacks am.mvn" in result.stderr
+    assert "copy the whole model directory there again" in result.stderr and "asr download" in result.stderr
+    assert not (tmp_path / "x.tar").exists() and not list(tmp_path.glob(".x.tar.partial-*"))
