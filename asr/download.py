@@ -27,7 +27,9 @@ ONCE, when ``modelscope_hub.constants`` is imported; every module then holds its
 :func:`_modelscope_network_settings` sets those module values for the duration of the call
 (and puts them back): ``download.timeout_s`` becomes the connect, read and per-listing
 timeout, and modelscope's own retries are turned off so that ``download.retries`` (our loop,
-with exponential back-off) is the only retry policy.
+with exponential back-off) is the only retry policy. A host name that does not resolve (no DNS,
+no network, a mistyped endpoint) is never retried: the error names the host and the resolver's
+own words at once instead of after several resolver timeouts.
 """
 
 from __future__ import annotations
@@ -37,13 +39,16 @@ import errno
 import logging
 import math
 import os
+import re
 import shutil
+import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from asr.config import ModelSpec, Settings
 from asr.errors import (
@@ -84,6 +89,12 @@ _WHAT_TO_DO = (
     "MODELSCOPE_ENDPOINT (or download.endpoint in the config) to a reachable ModelScope "
     "mirror, or raise download.timeout_s / download.retries; on a machine without network, "
     "install an offline bundle with `asr install-bundle FILE`"
+)
+_WHAT_TO_DO_DNS = (
+    "check this machine's network and DNS (it must resolve {host}), or set "
+    "MODELSCOPE_ENDPOINT (or download.endpoint in the config) to a ModelScope mirror this machine "
+    "can resolve and reach; on a machine without network, install an offline bundle with "
+    "`asr install-bundle FILE`"
 )
 
 
@@ -221,12 +232,12 @@ def _download(
             break
         except Exception as error:  # noqa: BLE001 - classified, then re-raised as DownloadError
             retryable = _is_retryable(error)
-            cause = _describe_error(error)
+            cause = _describe_error(error, endpoint)
             if not retryable or attempt == attempts:
                 tried = f"after {attempt} attempt(s)" if retryable else "(not retried)"
                 raise DownloadError(
                     f"could not download {what} from {where} {tried}: {cause}. "
-                    f"To fix: {_advice(error, role)}."
+                    f"To fix: {_advice(error, role, endpoint)}."
                 ) from error
             delay = min(backoff_s * 2 ** (attempt - 1), BACKOFF_MAX_S)
             logger.warning(
@@ -430,10 +441,47 @@ def _status(error: BaseException) -> int | None:
     return statuses.pop() if len(statuses) == 1 else None
 
 
+@dataclass(frozen=True)
+class _Unresolved:
+    """A request that never left this machine: a host name did not resolve."""
+
+    host: str | None
+    reason: str
+    """The innermost error that says so, whole, e.g. "NameResolutionError: ...: Failed to resolve
+    'x' ([Errno -2] Name or service not known)"."""
+
+
+_FAILED_TO_RESOLVE = re.compile(r"Failed to resolve '([^']+)'")
+
+
+def _name_resolution_failure(error: BaseException) -> _Unresolved | None:
+    """Set when the endpoint's host name (or, for files, every host asked) did not resolve: no DNS,
+    no network, or a typo in the endpoint. Retrying is pointless (the name will not resolve a few
+    seconds later) and costly (each try may wait out the resolver's own timeout, ~20 s)."""
+    failed = _failed_files(error)
+    if failed:
+        found = [_name_resolution_failure(e) for e in failed.values()]
+        return found[0] if all(found) else None
+    unresolved: _Unresolved | None = None
+    for current in _causes(error):  # outermost first: the innermost urllib3 error wins
+        match = _FAILED_TO_RESOLVE.search(str(current))
+        # The text counts too: a wrapper (modelscope's NetworkError) may drop the chain but keep
+        # urllib3's "Failed to resolve 'host'" in its message.
+        if type(current).__name__ == "NameResolutionError" or match:
+            host = getattr(getattr(current, "conn", None), "host", None) or (match.group(1) if match else None)
+            unresolved = _Unresolved(host, _one_line(current))
+        elif isinstance(current, socket.gaierror) and unresolved is None:
+            unresolved = _Unresolved(None, _one_line(current))
+    return unresolved
+
+
 def _is_retryable(error: BaseException) -> bool:
     """Network trouble, timeouts and server-side errors (5xx, 408, 429) are worth another try;
-    not-found, no-permission, bad-request, a full or read-only disk are final."""
+    not-found, no-permission, bad-request, a full or read-only disk and a host name that does not
+    resolve are final."""
     if isinstance(error, ModelError):
+        return False
+    if _name_resolution_failure(error) is not None:
         return False
     failed = _failed_files(error)
     if failed:
@@ -462,7 +510,15 @@ def _is_retryable(error: BaseException) -> bool:
 _DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT)
 
 
-def _describe_error(error: BaseException) -> str:
+def _endpoint_host(endpoint: str | None) -> str | None:
+    return urlsplit(endpoint or DEFAULT_ENDPOINT).hostname
+
+
+def _describe_error(error: BaseException, endpoint: str | None) -> str:
+    unresolved = _name_resolution_failure(error)
+    if unresolved is not None:
+        host = unresolved.host or _endpoint_host(endpoint)
+        return f"the host name {host!r} could not be resolved ({unresolved.reason})"
     failed = _failed_files(error)
     if failed:
         parts = [f"{path}: {_one_line(e)}" for path, e in sorted(failed.items())]
@@ -471,13 +527,15 @@ def _describe_error(error: BaseException) -> str:
 
 
 def _one_line(error: BaseException) -> str:
+    # Whole, never cut: the part that says why (urllib3's "Caused by ...") comes last.
     text = " ".join(str(error).split()) or "no details"
-    if len(text) > 240:
-        text = text[:237] + "..."
     return f"{type(error).__name__}: {text}"
 
 
-def _advice(error: BaseException, role: str) -> str:
+def _advice(error: BaseException, role: str, endpoint: str | None) -> str:
+    unresolved = _name_resolution_failure(error)
+    if unresolved is not None:
+        return _WHAT_TO_DO_DNS.format(host=unresolved.host or _endpoint_host(endpoint))
     status = _status(error)
     if status == 404:
         return (

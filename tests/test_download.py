@@ -248,6 +248,30 @@ def test_unreachable_endpoint_names_it(tmp_path: Path) -> None:
     assert endpoint in str(info.value) and MODELS["asr"].id in str(info.value)
 
 
+def test_unresolvable_host_fails_at_once_with_the_whole_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No DNS (or a mistyped endpoint): one attempt, not retries that each wait out the resolver,
+    and a message that names the host and keeps the resolver's words (they used to be cut off)."""
+    host = "asr-test.invalid"  # RFC 2606: .invalid never resolves
+    with pytest.raises(socket.gaierror) as resolver:
+        socket.getaddrinfo(host, 80)
+    settings = make_settings(tmp_path, f"http://{host}", retries=3)
+    sleeps = Sleeps()
+
+    with caplog.at_level("WARNING", logger="asr.download"), pytest.raises(DownloadError) as info:
+        download_models(settings, sleep=sleeps)
+
+    message = str(info.value)
+    assert "(not retried)" in message and sleeps == []
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert f"the host name '{host}' could not be resolved" in message
+    assert str(resolver.value) in message  # the resolver's own words, whole
+    assert f"Failed to resolve '{host}'" in message
+    assert "DNS" in message and "MODELSCOPE_ENDPOINT" in message and "download.endpoint" in message
+    assert message.endswith("install an offline bundle with `asr install-bundle FILE`.")
+
+
 # ---- 4. timeout -------------------------------------------------------------------------------
 
 
