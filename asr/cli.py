@@ -12,10 +12,13 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asr.config import Settings, load_settings
 from asr.errors import AsrError, ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger("asr.cli")
 
@@ -276,6 +279,7 @@ def gather_info(settings: Settings) -> dict[str, Any]:
         "cache_dir": str(settings.models.resolved_cache_dir()),
         "models": {},
     }
+    device = None
     try:
         import torch
 
@@ -283,13 +287,14 @@ def gather_info(settings: Settings) -> dict[str, Any]:
 
         info["torch"] = torch.__version__
         info["cuda_available"] = torch.cuda.is_available()
-        info["device"] = str(resolve_device(settings.runtime.device))
+        device = resolve_device(settings.runtime.device)
+        info["device"] = str(device)
     except AsrError as e:
         info["device"] = f"error: {e}"
     from asr.funasr_import import funasr_version
 
     info["funasr"] = funasr_version()
-    info["precision"] = settings.runtime.precision
+    info.update(_precision_info(settings.runtime.precision, device))
     for role in roles_for_profile(settings.models.profile):
         spec = getattr(settings.models, role)
         entry: dict[str, Any] = {"id": spec.id, "revision": spec.revision}
@@ -303,15 +308,33 @@ def gather_info(settings: Settings) -> dict[str, Any]:
     return info
 
 
+def _precision_info(setting: str, device: torch.device | None) -> dict[str, str]:
+    """The mode the models would run in on ``device`` (what ``auto`` resolves to), and why; the
+    same rule loading applies, so info never shows a mode the service would not use."""
+    info = {"precision": setting, "precision_setting": setting}
+    if device is None:
+        return info
+    from asr.precision import resolve_precision
+
+    try:
+        info["precision"], info["precision_reason"] = resolve_precision(setting, device)
+    except AsrError as e:
+        info["precision"] = f"error: {e}"
+    return info
+
+
 def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     info = gather_info(settings)
     ok = all(e["status"] == "ok" for e in info["models"].values())
     if args.json:
         print(json.dumps(info, ensure_ascii=False, indent=2))
         return 0 if ok else 1
+    shown = dict(info)
+    if "precision_reason" in info:
+        shown["precision"] = f"{info['precision']} ({info['precision_reason']})"  # "int8 (auto: CPU with ...)"
     for key in ("asr_service", "python", "torch", "funasr", "device", "cuda_available", "precision", "profile", "cache_dir"):
-        if key in info:
-            print(f"{key:14} {info[key]}")
+        if key in shown:
+            print(f"{key:14} {shown[key]}")
     for role, entry in info["models"].items():
         flag = "  [RANDOM WEIGHTS: test model]" if entry.get("random_weights") else ""
         print(f"{role:14} {entry['id']}@{entry['revision']}")

@@ -247,6 +247,26 @@ def test_info_and_verify_with_the_test_models(test_models, tmp_path):
     assert [line.split(":")[0] for line in lines] == ["vad", "asr", "punc"]
 
 
+def test_info_shows_the_precision_auto_resolves_to(test_models, tmp_path):
+    """Not "precision auto": the mode the models would run in here, by the rule loading uses."""
+    import torch
+
+    from asr.precision import resolve_precision
+
+    mode, why = resolve_precision("auto", torch.device("cpu"))
+    result = run_asr("info", "--precision", "auto", "--device", "cpu", "--config", TEST_CONFIG, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert re.search(rf"^precision\s+{mode} \({re.escape(why)}\)$", result.stdout, re.M), result.stdout
+    assert why.startswith("auto")
+
+    result = run_asr("info", "--json", "--precision", "auto", "--device", "cpu", "--config", TEST_CONFIG, cwd=tmp_path)
+    info = json.loads(result.stdout)
+    assert (info["precision"], info["precision_setting"], info["precision_reason"]) == (mode, "auto", why)
+
+    result = run_asr("info", "--precision", "fp16", "--device", "cpu", "--config", TEST_CONFIG, cwd=tmp_path)
+    assert re.search(r"^precision\s+error: precision fp16 needs a CUDA device", result.stdout, re.M), result.stdout
+
+
 # ---- configuration and model problems -----------------------------------------------------
 
 
