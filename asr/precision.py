@@ -26,6 +26,7 @@ import hashlib
 import logging
 import os
 import types
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -239,6 +240,25 @@ def _save(path: Path, state: dict[str, Any]) -> None:
         logger.warning("could not cache the converted checkpoint in %s: %s", path.parent, e)
 
 
+def _hide_torch_quantized_notices() -> None:
+    """torch 2.13 deprecates its quantized tensors (qint8 & co., pytorch issue 184982) in favour of
+    torchao, and says so from inside torch on every start that runs CPU int8: when quantize_dynamic
+    packs the weights (torch.ao.nn.quantized), and when a cached int8 checkpoint is unpickled
+    (torch._utils, which trips torch's TypedStorage notice there too). Our calls cannot avoid them
+    short of moving CPU int8 to torchao, a change with its own speed measurements; until then they
+    are only noise in every log. Only these messages from torch's own modules are hidden. Set
+    process-wide rather than in warnings.catch_warnings, which is not thread-safe (the models load
+    in worker threads); set at each int8 load, not at import, so that an import inside someone
+    else's catch_warnings cannot lose them. filterwarnings drops an identical filter first, so
+    repeating it adds nothing."""
+    warnings.filterwarnings(
+        "ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other quantized tensor "
+        r"creation functions .* are deprecated", category=UserWarning, module=r"torch\.",
+    )
+    warnings.filterwarnings("ignore", message=r"TypedStorage is deprecated", category=UserWarning,
+                            module=r"torch\._utils")
+
+
 def load_converted(
     module: torch.nn.Module,
     location: ModelLocation,
@@ -253,6 +273,8 @@ def load_converted(
     if precision == "fp32" or role not in ("asr", "punc") or (role == "punc" and precision != "int8"):
         load_fp32(module)
         return module
+    if precision == "int8":
+        _hide_torch_quantized_notices()
     path = cache_dir / f"{role}-{precision}-{_cache_key(location, role, precision, device)}.pt" if cache_dir else None
     if path is not None and path.is_file():
         try:

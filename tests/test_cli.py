@@ -267,6 +267,22 @@ def test_info_shows_the_precision_auto_resolves_to(test_models, tmp_path):
     assert re.search(r"^precision\s+error: precision fp16 needs a CUDA device", result.stdout, re.M), result.stdout
 
 
+def test_runs_print_no_deprecation_warnings(test_models, inputs, tmp_path):
+    """CPU int8 uses torch's quantized tensors, which torch itself warns about on every start:
+    both when it converts the checkpoint and when it loads the converted one from the cache."""
+    config = write_config(tmp_path / "asr.yaml", f"models:\n  cache_dir: {TEST_MODELS}\n"
+                                                f"storage:\n  cache_dir: {tmp_path / 'cache'}\n")
+    runs = {"help": run_asr("--help", cwd=tmp_path), "info": run_asr("info", "--config", config, cwd=tmp_path)}
+    for run in ("converting", "from the cache"):
+        runs[run] = run_asr("transcribe", inputs["x_a"], "--precision", "int8", "--config", config,
+                            "--out", tmp_path / "out", cwd=tmp_path)
+    assert list((tmp_path / "cache" / "converted").glob("asr-int8-*.pt")), "the second run did not load a cache"
+    for name, result in runs.items():
+        assert result.returncode == 0, (name, result.stderr)
+        noise = [line for line in result.stderr.splitlines() if re.search("deprecat|FutureWarning", line, re.I)]
+        assert noise == [], (name, result.stderr)
+
+
 # ---- configuration and model problems -----------------------------------------------------
 
 
