@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+import yaml
+from pydantic import BaseModel, ValidationError
 
 from asr.config import CONFIG_ENV, Settings, load_settings
 from asr.errors import ConfigError
@@ -75,7 +76,42 @@ def test_asr_config_env_selects_the_file(monkeypatch, tmp_path, clean_env):
 
 def test_repo_config_yaml_equals_the_defaults():
     """The documented config.yaml and the code's defaults must never drift apart."""
-    assert load_settings(REPO / "config.yaml") == Settings()
+    defaults = Settings()
+    # The file spells the storage paths with ~, which reading a file expands (state_path() and
+    # cache_path() expand the defaults the same way).
+    storage = defaults.storage.model_copy(
+        update={"state_dir": defaults.storage.state_path(), "cache_dir": defaults.storage.cache_path()}
+    )
+    assert load_settings(REPO / "config.yaml") == defaults.model_copy(update={"storage": storage})
+
+
+def _setting_names(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every setting as a dotted name (models.asr.id, server.port, ...), sections recursed into."""
+    names: list[str] = []
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            names.extend(_setting_names(field.annotation, f"{prefix}{name}."))
+        else:
+            names.append(f"{prefix}{name}")
+    return names
+
+
+def test_repo_config_yaml_documents_every_setting():
+    """The README promises that config.yaml documents every setting: a new field must be added
+    there (with its default and a comment), or this fails naming it."""
+    documented = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+
+    def present(name: str) -> bool:
+        section = documented
+        for part in name.split("."):
+            if not isinstance(section, dict) or part not in section:
+                return False
+            section = section[part]
+        return True
+
+    names = _setting_names(Settings)
+    assert {"server.port", "queue.max_size", "storage.state_dir", "models.asr.path"} <= set(names)
+    assert [name for name in names if not present(name)] == []
 
 
 def test_test_models_config_points_at_the_repo_cache():
