@@ -52,6 +52,12 @@ _MIX_WINDOW = SAMPLE_RATE // 2  # cancellation is judged on ~0.5 s, not on singl
 _CANCEL_RATIO = 0.1  # mix 20 dB below the loudest channel: the channels cancel each other
 _MIN_RMS = 1e-3  # about -60 dBFS; below this there is nothing worth rescuing
 _SHORTFALL_S = 0.5  # decoded this much less than the container claims: report truncation
+# Containers whose header gives the exact number of samples and whose demuxer reads past it: FLAC (STREAMINFO).
+# Not MP3 or ADTS (the length is guessed from the bit rate, far off for VBR), nor WAV (FFmpeg stops at the end
+# of the data chunk its header declares). Decoding more than the header says, by more than the slack, is a lie.
+_EXACT_LENGTH = frozenset({"flac"})
+_SLACK_S, _SLACK_RATIO = 5.0, 0.01
+_TAIL_PACKETS = 64  # packets read after seeking to the end of a FLAC file to see where its audio ends
 
 _CONVERT_HINT = "Please convert it to WAV, MP3, M4A, FLAC or Opus and try again."
 _OOM = "The decoder ran out of memory on this file."
@@ -106,7 +112,8 @@ def stream_audio(
     ``chunk_s`` long (the last may be shorter).
 
     Memory stays O(chunk) whatever the file length. Raises AudioTooLongError as soon as the decoded length passes
-    ``max_duration_s``, whatever the container claims.
+    ``max_duration_s``, whatever the container claims, or passes the exact length a FLAC header gives by more than
+    a few seconds (the header lied: a decompression bomb).
     """
     if not chunk_s > 0:
         raise ValueError("chunk_s must be positive")
@@ -259,7 +266,10 @@ def _codec_name(stream: av.AudioStream, src: _Source) -> str:
 
 
 def _info(container, stream: av.AudioStream, src: _Source, limit_s: float | None) -> AudioInfo:
-    """What the container claims; refuses it here already if it claims to be too long."""
+    """What the container claims; refuses it here already if it claims to be too long.
+
+    A FLAC header can understate the length (or leave it out): the numbers in the last frames' headers say where the
+    audio really ends, and that is the duration then, so a lying file is refused here too, before any decoding."""
     ctx, duration = stream.codec_context, None
     if stream.duration and stream.time_base and stream.duration > 0:
         duration = float(stream.duration * stream.time_base)
@@ -268,9 +278,53 @@ def _info(container, stream: av.AudioStream, src: _Source, limit_s: float | None
     if limit_s is not None and duration is not None and duration > limit_s:
         raise AudioTooLongError(src.say(f"The recording is longer than the limit: {_hms(duration)} "
                                         f"(the maximum is {_hms(limit_s)})."))
+    held = _flac_end_s(src) if container.format.name in _EXACT_LENGTH else None
+    if held is not None and (duration is None or held > duration + _slack_s(duration)):
+        if duration is None:
+            if limit_s is not None and held > limit_s:
+                raise AudioTooLongError(src.say(f"The recording is longer than the limit: {_hms(held)} "
+                                                f"(the maximum is {_hms(limit_s)})."))
+        else:
+            if limit_s is not None and held > limit_s:
+                raise AudioTooLongError(src.say(
+                    f"The file holds more audio than its header says: the header says {_hms(duration)}, the file "
+                    f"holds at least {_hms(held)}, longer than the limit of {_hms(limit_s)}."))
+            logger.warning("%s: the header says %.1f s, but the file holds at least %.1f s", src.name, duration, held)
+        duration = held
     return AudioInfo(format_name=container.format.name, codec=ctx.codec.canonical_name,
                      sample_rate=int(ctx.sample_rate or 0), channels=int(ctx.channels or 0),
                      duration_s=duration, size_bytes=src.size)
+
+
+def _flac_end_s(src: _Source) -> float | None:
+    """Where a FLAC file's audio ends, in seconds, by the sample (or frame) numbers in its last frames' headers;
+    None if that cannot be told. Cheap at any length: FFmpeg seeks to the end by a binary search over frame headers
+    (checked with their CRC), then a few packets are read. A forged tail can still fool it: decoding checks again."""
+    try:
+        container = av.open(src.path, "r", format="flac", container_options=dict(_OPEN_OPTIONS),
+                            metadata_errors="replace")
+    except MemoryError as e:
+        raise DecoderFailedError(src.say(_OOM)) from e
+    except Exception:  # noqa: BLE001 - it opened a moment ago; if not now, the decode checks still hold
+        return None
+    try:
+        stream = container.streams.audio[0]
+        container.seek(1 << 50, stream=stream, any_frame=True)  # past any end: lands on the last frames
+        end = None
+        for _, packet in zip(range(_TAIL_PACKETS), container.demux(stream)):
+            if packet.pts is not None:
+                end = max(end or 0, packet.pts + max(packet.duration or 0, 0))
+        return None if end is None or not stream.time_base else float(end * stream.time_base)
+    except MemoryError as e:
+        raise DecoderFailedError(src.say(_OOM)) from e
+    except Exception:  # noqa: BLE001 - a damaged tail tells nothing
+        return None
+    finally:
+        container.close()
+
+
+def _slack_s(duration: float) -> float:
+    return _SLACK_S + _SLACK_RATIO * duration
 
 
 def _check_decodes(container, stream: av.AudioStream, src: _Source) -> None:
@@ -331,7 +385,9 @@ def _decode(
     """The pipeline: packets -> frames -> 16 kHz blocks -> mono -> chunks, all lazy."""
     stats = _Stats()
     frames = (_finite(frame, stats) for frame in _frames(container, stream, src, stats))
-    blocks = _limited(_resampled(frames), stats, limit_s, src)
+    # The header's length (or more, if the last frames showed more); not a length only the last frames gave
+    exact_s = info.duration_s if info.format_name in _EXACT_LENGTH and (stream.duration or 0) > 0 else None
+    blocks = _limited(_resampled(frames), stats, limit_s, exact_s, src)
     try:
         yield from _chunks(_mono(_windows(blocks), src.name), chunk)
     except (av.FFmpegError, ValueError) as e:  # the resampler's filter graph gave up
@@ -393,13 +449,21 @@ def _arrays(frames: list[av.AudioFrame | None]) -> list[np.ndarray]:
     return [f.to_ndarray().reshape(-1, f.layout.nb_channels).T for f in frames if f is not None and f.samples]
 
 
-def _limited(blocks: Iterator[np.ndarray], stats: _Stats, limit_s: float | None, src: _Source) -> Iterator[np.ndarray]:
-    """Counts decoded samples; the count, not the container's claim, enforces the limit."""
+def _limited(
+    blocks: Iterator[np.ndarray], stats: _Stats, limit_s: float | None, exact_s: float | None, src: _Source
+) -> Iterator[np.ndarray]:
+    """Counts decoded samples; the count, not the container's claim, enforces the limit. ``exact_s``: the length the
+    header gives, where it is exact; passing it by more than the slack means the header lied, so stop there already
+    (long before the limit, for a small file claiming seconds that decodes to hours)."""
     limit = None if limit_s is None else int(limit_s * SAMPLE_RATE)
+    lie = None if exact_s is None else int((exact_s + _slack_s(exact_s)) * SAMPLE_RATE)
     for block in blocks:
         stats.samples += block.shape[1]
         if limit is not None and stats.samples > limit:
             raise AudioTooLongError(src.say(f"The recording is longer than the limit of {_hms(limit_s)}."))
+        if lie is not None and stats.samples > lie:
+            raise AudioTooLongError(src.say(f"The file holds more audio than its header says ({_hms(exact_s)}); "
+                                            "decoding was stopped there."))
         yield block
 
 

@@ -191,6 +191,20 @@ def flac_set_length(path: Path, samples: int) -> Path:
     return path
 
 
+def flac_hide_end(path: Path, nbytes: int = 512) -> Path:
+    """Append a copy of the first ``nbytes`` of a FLAC file's frames: its last frame headers then number
+    early frames, so the end of the file no longer tells how much audio it holds (a forged tail)."""
+    data = path.read_bytes()
+    pos = 4
+    while True:  # metadata blocks: 1 bit "last", 7 bits type, 24 bits length
+        last, size = data[pos] & 0x80, int.from_bytes(data[pos + 1:pos + 4], "big")
+        pos += 4 + size
+        if last:
+            break
+    path.write_bytes(data + data[pos:pos + nbytes])
+    return path
+
+
 def scramble_adts_payloads(src: Path, dst: Path, seed: int = 0) -> Path:
     """Keep every ADTS frame header, replace every payload with noise: nothing decodes."""
     data = bytearray(src.read_bytes())
@@ -349,6 +363,19 @@ class Samples:
         return self._make(f"speech_{rate}.mp3",
                           lambda p: encode(p, self.speech(rate), rate, "libmp3lame", bit_rate=64000))
 
+    def vbr_mp3_without_xing(self, seconds: float = 60.0, rate: int = 44100) -> Path:
+        """VBR MP3 with no Xing/Info frame: 3 s of loud noise (large frames), then silence (small ones), so the
+        length FFmpeg guesses from the first frames' bit rate is far too short."""
+        x = np.zeros(round(seconds * rate), np.float32)
+        x[: 3 * rate] = np.clip(0.5 * np.random.default_rng(0).standard_normal(3 * rate), -1, 1)
+
+        def build(p: Path) -> None:
+            with av.open(str(p), "w", format="mp3", options={"write_xing": "0"}) as out:
+                stream = out.add_stream("libmp3lame", rate=rate, layout="mono",
+                                        options={"flags": "+qscale", "global_quality": str(2 * 118)})  # -q:a 2
+                _mux_audio(out, [(stream, x[:, None], rate)])
+        return self._make(f"vbr_no_xing_{seconds}s.mp3", build)
+
     def m4a(self, rate: int = 44100) -> Path:
         return self._make(f"speech_{rate}.m4a",
                           lambda p: encode(p, self.speech(rate), rate, "aac", bit_rate=64000))
@@ -453,12 +480,13 @@ class Samples:
 
     # -- long files
     def long_flac(self, seconds: float, rate: int = 8000, *, silent: bool = False,
-                  claim_s: float | None = None) -> Path:
+                  claim_s: float | None = None, hide_end: bool = False) -> Path:
         """A long FLAC, written block by block so generating it needs little memory.
 
-        ``claim_s`` makes the header lie about the length (0: "unknown").
+        ``claim_s`` makes the header lie about the length (0: "unknown"); ``hide_end`` forges the tail too, so
+        that its last frames' numbers do not give the real length away either.
         """
-        name = f"long_{seconds}s_{rate}_{'silent' if silent else 'tone'}_claims{claim_s}.flac"
+        name = f"long_{seconds}s_{rate}_{'silent' if silent else 'tone'}_claims{claim_s}{'_hidden' * hide_end}.flac"
 
         def build(p: Path) -> None:
             block = tone(10.0, rate, freq=300.0, amp=0.3)  # whole periods: seamless loop
@@ -475,4 +503,6 @@ class Samples:
                 out.mux(stream.encode(None))
             if claim_s is not None:
                 flac_set_length(p, round(claim_s * rate))
+            if hide_end:
+                flac_hide_end(p)
         return self._make(name, build)

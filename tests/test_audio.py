@@ -318,16 +318,52 @@ def test_decompression_bomb_with_honest_header_is_refused_by_probe(samples: Samp
     raises_audio_error(AudioTooLongError, path, ["longer than", "1 h 00 min"], max_duration_s=60)
 
 
-@pytest.mark.parametrize("claim_s", [0.0, 1.0], ids=["unknown-length", "claims-1s"])
-def test_decompression_bomb_that_lies_is_stopped_while_decoding(samples: Samples,
-                                                                claim_s: float) -> None:
-    path = samples.long_flac(3600.0, silent=True, claim_s=claim_s)
-    probe_audio(path, max_duration_s=60)  # the header does not give it away
+def test_decompression_bomb_whose_header_lies_is_refused_by_probe(samples: Samples) -> None:
+    path = samples.long_flac(3600.0, silent=True, claim_s=10.0)  # STREAMINFO says 10 s; its frames go on for an hour
+    assert path.stat().st_size < 2_000_000
+    error = raises_audio_error(AudioTooLongError, path, ["more audio than its header says", "10.0 s", "1 h 00 min",
+                                                         "1 min 00 s"], max_duration_s=60)
+    assert error.code == "audio_too_long" and error.http_status == 413
+    with pytest.raises(AudioTooLongError, match="more audio than its header says"):
+        next(stream_audio(path, max_duration_s=60))  # before any audio is decoded
+
+
+def test_decompression_bomb_of_unknown_length_is_refused_by_probe(samples: Samples) -> None:
+    path = samples.long_flac(3600.0, silent=True, claim_s=0.0)  # STREAMINFO: length unknown
+    raises_audio_error(AudioTooLongError, path, ["longer than", "1 h 00 min"], max_duration_s=60)
+
+
+@pytest.mark.parametrize("claim_s, stops_after_s", [(0.0, 60.0), (10.0, 16.0)], ids=["unknown-length", "claims-10s"])
+def test_decompression_bomb_that_hides_its_end_too_is_stopped_while_decoding(samples: Samples, claim_s: float,
+                                                                             stops_after_s: float) -> None:
+    path = samples.long_flac(3600.0, silent=True, claim_s=claim_s, hide_end=True)
+    probe_audio(path, max_duration_s=60)  # neither the header nor the last frames give it away
     decoded = 0
-    with pytest.raises(AudioTooLongError, match="longer than"):
-        for chunk in stream_audio(path, max_duration_s=60, chunk_s=5.0):
+    with pytest.raises(AudioTooLongError, match="more audio than its header says" if claim_s else "longer than"):
+        for chunk in stream_audio(path, max_duration_s=60, chunk_s=1.0):
             decoded += len(chunk)
-    assert decoded <= 60 * SAMPLE_RATE  # stopped at the limit, not after the hour
+    # stopped at the limit, or just past the length the header gives; not after the hour
+    assert decoded <= stops_after_s * SAMPLE_RATE
+
+
+def test_flac_whose_header_understates_a_length_under_the_limit_decodes_whole(samples: Samples, caplog) -> None:
+    path = samples.long_flac(60.0, claim_s=10.0)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert probe_audio(path, max_duration_s=120).duration_s == pytest.approx(60.0)
+    assert any("header says 10.0 s" in r.getMessage() for r in caplog.records)
+    assert len(load_audio(path, max_duration_s=120)) == 60 * SAMPLE_RATE
+
+
+def test_flac_of_unknown_length_gets_its_duration_from_its_frames(samples: Samples) -> None:
+    path = samples.long_flac(60.0, claim_s=0.0)
+    assert probe_audio(path).duration_s == pytest.approx(60.0)
+    assert len(load_audio(path)) == 60 * SAMPLE_RATE
+
+
+def test_vbr_mp3_without_a_length_header_decodes_past_its_guessed_length(samples: Samples) -> None:
+    path = samples.vbr_mp3_without_xing(60.0)  # a guess from the bit rate, not a promise: no lie to catch
+    assert probe_audio(path, max_duration_s=120).duration_s < 40
+    assert len(load_audio(path, max_duration_s=120)) == pytest.approx(60 * SAMPLE_RATE, abs=0.1 * SAMPLE_RATE)
 
 
 def test_too_long_by_container_duration(samples: Samples) -> None:
@@ -401,6 +437,16 @@ def test_truncated_file_decodes_what_is_there(samples: Samples, make: str,
         x = load_audio(path)
     assert_clean(x)
     assert len(x) == pytest.approx(len(load_audio(full)) / 2, rel=0.1)
+    assert any("truncated" in r.getMessage() for r in caplog.records)
+
+
+def test_truncated_flac_decodes_what_is_there(samples: Samples, caplog: pytest.LogCaptureFixture) -> None:
+    path = samples.truncated(samples.long_flac(60.0), 0.5)  # a steady tone: half the bytes, half the time
+    assert probe_audio(path, max_duration_s=120).duration_s == pytest.approx(60.0)  # the header's promise
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        x = load_audio(path, max_duration_s=120)
+    assert_clean(x)
+    assert len(x) == pytest.approx(30 * SAMPLE_RATE, rel=0.1)
     assert any("truncated" in r.getMessage() for r in caplog.records)
 
 

@@ -86,6 +86,11 @@ def bomb(samples: A.Samples, path: Path) -> Path:
     return path
 
 
+def lying_bomb(samples: A.Samples, path: Path) -> Path:
+    """The same three hours of silence, but its FLAC header (STREAMINFO) says 10 seconds."""
+    return A.flac_set_length(bomb(samples, path), 10 * 16000)
+
+
 CASES = [
     # broken files
     Case("empty", "empty.wav", raw(b""), errors.EmptyFileError, "empty", 400),
@@ -119,6 +124,8 @@ CASES = [
     Case("10 ms", "blip.wav", wav_of(lambda: noise(0.01, 0.1), 16000), speech=False),
     # size
     Case("decompression bomb", "tiny.flac", bomb, errors.AudioTooLongError, "longer than", 413),
+    Case("decompression bomb, header lies", "short.flac", lying_bomb, errors.AudioTooLongError,
+         "more audio than its header says", 413),
     # samples and names
     Case("NaN and Inf floats", "nan.wav", copy_of("nan_inf_wav"), speech=None),
     Case("option-like name", "-i x.wav", copy_of("speech_wav"), speech=True),
@@ -192,6 +199,19 @@ def test_through_the_api(case, samples, service, tmp_path):
     error = response.json()["error"]
     assert case.words.lower() in error["message"].lower()
     assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
+def test_a_bomb_that_hides_its_length_from_the_probe_fails_its_job_as_too_long(samples, service, tmp_path):
+    """Header and last frames both understate the length: the probe passes it, so decoding must stop it, at the
+    length the header gives, with audio_too_long (not after hours, as another error)."""
+    engine, server = service
+    path = A.flac_hide_end(lying_bomb(samples, tmp_path / "input.flac"))
+    record = engine.wait(engine.submit(path, "short.flac").id, timeout=300)
+    assert record.state is JobState.FAILED and record.error_code == "audio_too_long", record
+    assert "more audio than its header says" in record.error and record.error.startswith("short.flac:"), record.error
+    response = httpx.post(f"{server.url}/v1/audio/transcriptions",
+                          files={"file": ("short.flac", path.read_bytes())}, timeout=300)
+    assert response.status_code >= 400 and response.json()["error"]["code"] == "audio_too_long", response.text
 
 
 def test_accepted_odd_files_through_the_api(samples, service, tmp_path):
