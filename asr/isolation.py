@@ -2,9 +2,10 @@
 
 FFmpeg's decoders keep getting memory-safety bugs, and PyAV has crashed this very process on
 a damaged AAC file. Here a child (:mod:`asr.decode_worker`) does the work under an
-address-space limit (``audio.decoder_memory_mb``), a CPU-time limit and a wall-clock timeout
-(``audio.decode_timeout_s``, and ``audio.decode_stall_s`` without output), in its own session
-so that a timeout kills everything it started. A child that hangs, crashes or runs out of
+address-space limit (``audio.decoder_memory_mb``), a CPU-time limit and wall-clock timeouts
+(``audio.decode_timeout_s`` of waiting for it in all, not counting the consumer's time between
+chunks; ``audio.decode_stall_s`` without output), in its own session so that a timeout kills
+everything it started. A child that hangs, crashes or runs out of
 memory fails that one job with a DecoderFailedError; the service carries on. The audio
 streams back through a pipe, one chunk at a time.
 """
@@ -53,7 +54,9 @@ class _Child:
         # argv list, no shell; the path is the server's own, absolute, never the user's file name
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, start_new_session=True)
-        self.started = time.monotonic()
+        # Seconds spent waiting for the child: the decode timeout counts these, not the time the consumer
+        # (VAD, recognition) takes between chunks, which for a long file is far longer than decoding it.
+        self.waited = 0.0
         self._selector = selectors.DefaultSelector()
         self._selector.register(self.process.stdout, selectors.EVENT_READ)
         self._buffer = bytearray()
@@ -61,15 +64,15 @@ class _Child:
     def _read_exactly(self, size: int) -> bytes | None:
         fd = self.process.stdout.fileno()
         while len(self._buffer) < size:
-            now = time.monotonic()
-            left = self.limits.decode_timeout_s - (now - self.started)
+            left = self.limits.decode_timeout_s - self.waited
             if left <= 0:
-                self.kill()
-                raise DecoderFailedError(
-                    f"{self.name}: decoding took longer than {self.limits.decode_timeout_s:g} s and was stopped; "
-                    "the file may be damaged"
-                )
-            if not self._selector.select(min(left, self.limits.decode_stall_s)):
+                self._timed_out()
+            started = time.monotonic()
+            ready = self._selector.select(min(left, self.limits.decode_stall_s))
+            self.waited += time.monotonic() - started
+            if not ready:
+                if self.waited >= self.limits.decode_timeout_s:
+                    self._timed_out()
                 self.kill()
                 raise DecoderFailedError(
                     f"{self.name}: the decoder stopped making progress ({self.limits.decode_stall_s:g} s without "
@@ -82,6 +85,13 @@ class _Child:
         result = bytes(self._buffer[:size])
         del self._buffer[:size]
         return result
+
+    def _timed_out(self) -> None:
+        self.kill()
+        raise DecoderFailedError(
+            f"{self.name}: decoding took longer than {self.limits.decode_timeout_s:g} s and was stopped; "
+            "the file may be damaged"
+        )
 
     def frames(self) -> Iterator[tuple[bytes, bytes]]:
         while True:

@@ -259,6 +259,34 @@ def test_a_failing_decoder_fails_one_job_and_the_service_carries_on(fault, words
         engine.stop()
 
 
+def test_the_decode_timeout_counts_waiting_for_the_decoder_not_the_consumers_time(settings, tmp_path, monkeypatch):
+    """A long file's chunks wait on VAD and recognition far longer than decoding takes: that must not count."""
+    import time
+    from types import SimpleNamespace
+
+    from asr import isolation
+
+    consumer_s = [0.0]  # the consumer's time, added to the decoder side's clock
+    monkeypatch.setattr(isolation, "time", SimpleNamespace(monotonic=lambda: time.monotonic() + consumer_s[0]))
+    limits = settings.audio.model_copy(update={"isolate_decoder": True, "decode_timeout_s": 60})
+    path = A.write_wav(tmp_path / "tone.wav", A.tone(30.0, 16000), 16000)
+    _, chunks = isolation.open_audio(path, limits, "tone.wav", chunk_s=5.0)
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        consumer_s[0] += 120  # two minutes of recognition per chunk: 12 minutes in all
+    assert total == 30 * 16000
+
+
+def test_a_decoder_that_takes_too_long_in_all_is_stopped_as_such(settings, speech_wav, monkeypatch):
+    from asr.isolation import probe
+
+    monkeypatch.setenv("ASR_DECODER_FAULT", "hang")
+    limits = settings.audio.model_copy(update={"isolate_decoder": True, "decode_timeout_s": 1, "decode_stall_s": 60})
+    with pytest.raises(errors.DecoderFailedError, match="took longer than 1 s"):
+        probe(speech_wav, limits, "slow.wav")
+
+
 def test_what_the_isolated_decoder_notices_reaches_the_service_log(settings, samples, tmp_path, caplog):
     """The child logs skipped packets, truncation and NaN samples to its stderr; the service's log must get them."""
     import logging
