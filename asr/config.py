@@ -129,6 +129,8 @@ class AudioConfig(_Section):
     """Longest audio accepted; longer files are refused before decoding."""
     max_file_mb: float = Field(2048, gt=0)
     """Largest upload accepted, in MiB."""
+    max_request_mb: float = Field(4096, gt=0)
+    """Most bytes one request may upload, all its files together (the UI sends several at once), in MiB."""
     isolate_decoder: bool = True
     """Probe and decode in a child process with the limits below (a crash there fails one job only)."""
     decode_timeout_s: float = Field(900, gt=0)
@@ -152,6 +154,10 @@ class ServerConfig(_Section):
     port: int = Field(6006, ge=1, le=65535)
     auth: list[str] = []
     """Optional logins as "user:password" (or set ASR_SERVER__AUTH='["user:pw"]'); empty: no login."""
+    allowed_hosts: list[str] = []
+    """Host names (or host:port) the service answers to, besides the loopback names and ``host``;
+    any other Host header is refused (403), which stops DNS rebinding. Add the name users browse to
+    when it is not localhost, e.g. a reverse proxy's asr.example.org."""
     allowed_origins: list[str] = []
     """Extra browser origins the API accepts (e.g. a reverse proxy's https://asr.example.org);
     same-origin requests and non-browser clients are always accepted."""
@@ -164,6 +170,11 @@ class ServerConfig(_Section):
     health_timeout_s: float = Field(5.0, gt=0, le=300)
     """How long each probe of the health check behind the systemd watchdog (the job database's
     write lock, the server's own /readyz) may wait before the check counts as failed."""
+
+    login_max_failures: int = Field(5, ge=1, le=1000)
+    """Failed logins (per user and per client address) before each further try must wait."""
+    login_max_wait_s: float = Field(300, gt=0)
+    """The longest wait the login back-off imposes (it doubles with every failure past the limit)."""
 
     @field_validator("auth")
     @classmethod
@@ -191,6 +202,11 @@ class StorageConfig(_Section):
     """History keeps at most this many finished jobs; older ones are deleted."""
     keep_days: float = Field(90, gt=0)
     """History deletes finished jobs older than this."""
+    max_uploads_mb: float = Field(8192, gt=0)
+    """Most space uploads may take at once (UI uploads kept for their jobs plus requests still
+    streaming in), in MiB; an upload that would pass it is refused with 413."""
+    ui_upload_ttl_s: float = Field(900, gt=0)
+    """A UI upload is removed once its job has its own copy, or after this many seconds unused."""
 
     def state_path(self) -> Path:
         return self.state_dir.expanduser()

@@ -28,9 +28,11 @@ from asr.errors import (
     EngineBusyError,
     EngineNotReadyError,
     FatalDeviceError,
+    JobAlreadyFinishedError,
     JobCancelledError,
     JobNotFoundError,
     StorageFullError,
+    StorageUnavailableError,
 )
 from asr.jobs import JobKind, JobRecord, JobState, JobStore
 from asr.types import TranscribeOptions, Transcript, VadResult
@@ -54,7 +56,8 @@ class _LiveJob:
     progress: float = 0.0
     cancel_requested: bool = False
     done: threading.Event = field(default_factory=threading.Event)
-    unsaved: JobRecord | None = None  # a finished job the disk was too full to record
+    on_done: list[Callable[[], None]] = field(default_factory=list)  # guarded by the engine's lock
+    unsaved: JobRecord | None = None  # a finished job the history could not record (disk full, database gone)
 
 
 @dataclass
@@ -173,6 +176,7 @@ class Engine:
         """
         if not self.ready.is_set() or self._stopping:
             raise EngineNotReadyError("the service is starting or stopping; try again in a moment")
+        self.store.check()  # a job the history cannot record is refused before anything is kept
         options = options or TranscribeOptions()
         # A place first: a busy service answers at once, before it looks at the file, and a file
         # being probed holds its place, so a burst cannot overfill the queue. The places are the
@@ -204,7 +208,7 @@ class Engine:
             )
             try:
                 self.store.create(record)
-            except StorageFullError:
+            except BaseException:  # full, unwritable, gone: the copy must not outlive the refusal
                 shutil.rmtree(job_dir, ignore_errors=True)
                 raise
             live = _LiveJob(job_id, kind, target, options, record.filename)
@@ -233,7 +237,7 @@ class Engine:
         if live is not None and live.unsaved is not None:
             return live.unsaved
         record = self.store.get(job_id)
-        if live is None:
+        if live is None or record.state.finished:
             return record
         return replace(record, stage=live.stage, progress=live.progress, queue_position=position)
 
@@ -245,6 +249,17 @@ class Engine:
             live.done.wait(timeout)
         return self.get(job_id)
 
+    def add_done_callback(self, job_id: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from a worker thread) once the job has finished, or now if it has.
+
+        For callers that must not block a thread while they wait (the HTTP API's event loop)."""
+        with self._lock:
+            live = self._live.get(job_id)
+            if live is not None and not live.done.is_set():
+                live.on_done.append(callback)
+                return
+        callback()
+
     def cancel(self, job_id: str) -> JobRecord:
         """Cancel a queued job at once, or a running one at its next batch boundary."""
         with self._lock:
@@ -252,7 +267,7 @@ class Engine:
             if live is None:
                 record = self.store.get(job_id)
                 if record.state.finished:
-                    raise JobCancelledError(f"job {job_id} has already {record.state.value}")
+                    raise JobAlreadyFinishedError(f"job {job_id} has already finished ({record.state.value})")
                 raise JobNotFoundError(f"job {job_id} is not active in this process")
             live.cancel_requested = True
             queued = live in self._waiting
@@ -316,7 +331,14 @@ class Engine:
         worker.state = "stopped"
 
     def _run(self, job: _LiveJob, pipeline: Any) -> None:
-        if job.cancel_requested or not self.store.mark_running(job.id):
+        try:
+            started = self.store.mark_running(job.id)
+        except AsrError as e:  # the history broke while the job waited: say so, keep the worker
+            logger.error("job %s not started: %s", job.id, e)
+            self._finish_unsaved_safe(job, JobState.FAILED, str(e), e.code)
+            self._release(job)
+            return
+        if job.cancel_requested or not started:
             self._release(job)
             return
         job.stage = "starting"
@@ -354,8 +376,8 @@ class Engine:
             # prune before `done` is set, so a caller that waited sees the history it will keep
             try:
                 self.store.prune(self.settings.storage.keep_jobs, self.settings.storage.keep_days)
-            except AsrError:
-                logger.warning("could not prune the job history", exc_info=True)
+            except AsrError as e:
+                logger.warning("could not prune the job history: %s", e)
             # and log and tell the listeners (metrics) before it too, so that a caller that
             # waited finds the job's log line and its metrics already there
             try:
@@ -371,7 +393,7 @@ class Engine:
     def _finish_completed(self, job: _LiveJob, result: Transcript | VadResult) -> None:
         try:
             self.store.complete(job.id, result)
-        except StorageFullError as e:
+        except (StorageFullError, StorageUnavailableError) as e:
             # The result exists: keep it in memory so the user still gets it from this process.
             logger.error("job %s finished but could not be saved: %s", job.id, e)
             record = self.store.get(job.id)
@@ -382,16 +404,22 @@ class Engine:
     def _finish_unsaved_safe(self, job: _LiveJob, state: JobState, error: str, code: str | None) -> None:
         try:
             self.store.fail(job.id, state, error, code)
-        except StorageFullError:
+        except (StorageFullError, StorageUnavailableError):
             record = self.store.get(job.id)
             job.unsaved = replace(record, state=state, error=error, error_code=code, finished_at=time.time())
 
     def _release(self, job: _LiveJob) -> None:
         shutil.rmtree(job.path.parent, ignore_errors=True)
-        job.done.set()
         with self._lock:
+            job.done.set()
+            callbacks, job.on_done = job.on_done, []
             if job.unsaved is None:
                 self._live.pop(job.id, None)
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                logger.exception("a job's done callback failed")
 
     def _emit(self, job_id: str, record: JobRecord | None = None) -> None:
         if not self.listeners:

@@ -122,6 +122,70 @@ class JobCancelledError(AsrError):
     code = "cancelled"
 
 
+class JobAlreadyFinishedError(AsrError):
+    """A finished job cannot be cancelled (its result, if any, stays available)."""
+
+    http_status = 409
+    code = "already_finished"
+
+
+# ---- requests -------------------------------------------------------------------------------
+
+
+class RequestError(AsrError):
+    """The request itself is malformed: a missing field, a bad value, too many files."""
+
+    http_status = 400
+    code = "invalid_request"
+
+
+class NotFoundError(AsrError):
+    http_status = 404
+    code = "not_found"
+
+
+class LoginRequiredError(AsrError):
+    http_status = 401
+    code = "login_required"
+
+
+class TooManyLoginAttemptsError(AsrError):
+    """Logins for this user or from this client failed too often; wait ``retry_after_s``."""
+
+    http_status = 429
+    code = "too_many_login_attempts"
+
+    def __init__(self, message: str, retry_after_s: float):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ForbiddenHostError(AsrError):
+    """The Host header names no host this service answers to (DNS rebinding)."""
+
+    http_status = 403
+    code = "forbidden_host"
+
+
+class ForbiddenOriginError(AsrError):
+    http_status = 403
+    code = "forbidden_origin"
+
+
+class ForbiddenFileError(AsrError):
+    """A UI event names a server file the service never handed out."""
+
+    http_status = 403
+    code = "forbidden_file"
+
+
+class RequestTooLargeError(AsrError):
+    """The whole request, or the upload folder with it, would pass its cap."""
+
+    http_status = 413
+    code = "request_too_large"
+
+
 class OutOfMemoryError(AsrError):
     """Even the smallest batch did not fit in device memory."""
 
@@ -139,6 +203,34 @@ class StorageFullError(AsrError):
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             return cls(f"the server's storage is full; {what}, try again later")
         return None
+
+
+class StorageUnavailableError(AsrError):
+    """The job database or the state directory is missing, replaced or not writable.
+
+    Nothing is accepted while it lasts: a job written into a deleted database would be lost."""
+
+    http_status = 503
+    code = "storage_unavailable"
+
+
+def storage_error(error: OSError, what: str, path: object) -> AsrError:
+    """The AsrError for an OSError met while keeping ``what`` at ``path``: full, or unavailable."""
+    full = StorageFullError.from_os_error(error, what)
+    if full is not None:
+        return full
+    return StorageUnavailableError(f"{what}: {path} is not usable ({error.strerror or error})")
+
+
+def status_of(code: str | None, default: int = 500) -> int:
+    """The HTTP status of the AsrError with this code (a job stores only the code of its error)."""
+    pending: list[type[AsrError]] = [AsrError]
+    while pending:
+        cls = pending.pop()
+        if cls.__dict__.get("code") == code:
+            return cls.http_status
+        pending.extend(cls.__subclasses__())
+    return default
 
 
 class FatalDeviceError(AsrError):

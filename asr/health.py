@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from asr.errors import ConfigError
+from asr.errors import AsrError, ConfigError
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -92,6 +92,10 @@ class HealthCheck:
 
     def _store_writable(self) -> str | None:
         path = self.engine.store.path
+        try:
+            self.engine.store.check()  # deleted, replaced or read-only under the service
+        except AsrError as e:
+            return str(e)
         try:
             # A connection of our own, so that a stuck lock cannot hold up the service's own one,
             # and BEGIN IMMEDIATE + ROLLBACK: the write lock a submit needs, without writing.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -17,7 +18,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from asr.errors import JobNotFoundError, StorageFullError
+from asr.errors import JobNotFoundError, StorageFullError, StorageUnavailableError, storage_error
 from asr.types import StageTimings, Transcript, VadResult
 
 logger = logging.getLogger(__name__)
@@ -99,22 +100,61 @@ class JobStore:
     """Thread-safe access to the jobs table (one connection, one lock)."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.row_factory = sqlite3.Row
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a commit survives power loss, not just a crash of this process.
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.row_factory = sqlite3.Row
+            with self._lock:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                # FULL: a commit survives power loss, not just a crash of this process.
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.executescript(_SCHEMA)
+            # The file this connection writes: if the path later names another file (or none),
+            # every write would go into the void, so check() compares against this.
+            identity = os.stat(path)
+        except OSError as e:
+            raise storage_error(e, f"the job history cannot be opened in {path.parent}", path.parent) from e
+        except sqlite3.Error as e:
+            raise StorageUnavailableError(
+                f"the job history {path} cannot be opened: {e} (the service user needs write access to "
+                f"{path.parent}; or set storage.state_dir)"
+            ) from e
+        self._identity = (identity.st_dev, identity.st_ino)
+
+    def check(self) -> None:
+        """Raise StorageUnavailableError unless writes will reach the database at ``path``.
+
+        Cheap (two stats and two access checks), so it runs before every write and in the health
+        check: a database deleted, replaced or made read-only under the service is seen at once."""
+        problem = self._problem()
+        if problem is not None:
+            logger.error("%s", problem)  # repeats are rate-limited by the log set-up
+            raise StorageUnavailableError(problem + "; no job is accepted until it is fixed")
+
+    def _problem(self) -> str | None:
+        directory = self.path.parent
+        if not directory.is_dir():
+            return f"the state directory {directory} is gone"
+        try:
+            current = os.stat(self.path)
+        except FileNotFoundError:
+            return f"the job database {self.path} was deleted while the service ran (restart the service)"
+        except OSError as e:
+            return f"the job database {self.path} cannot be read: {e.strerror}"
+        if (current.st_dev, current.st_ino) != self._identity:
+            return f"the job database {self.path} was replaced while the service ran (restart the service)"
+        if not os.access(self.path, os.W_OK) or not os.access(directory, os.W_OK | os.X_OK):
+            return f"the job database {self.path} or its directory is not writable"
+        return None
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def _write(self, sql: str, params: tuple) -> int:
+        self.check()
         with self._lock:
             try:
                 cursor = self._db.execute(sql, params)
@@ -122,6 +162,11 @@ class JobStore:
                 if _is_disk_full(e):
                     raise StorageFullError(
                         f"the job history could not be saved: the disk holding {self.path.parent} is full"
+                    ) from e
+                if isinstance(e, sqlite3.OperationalError):  # read-only, I/O error, unable to open...
+                    logger.error("the job database %s cannot be written: %s", self.path, e)
+                    raise StorageUnavailableError(
+                        f"the job history could not be saved: {self.path} cannot be written ({e})"
                     ) from e
                 raise
             return cursor.rowcount
@@ -237,4 +282,5 @@ def _record(row: sqlite3.Row) -> JobRecord:
         error_code=row["error_code"],
         timings=StageTimings(**json.loads(row["timings"])) if row["timings"] else None,
         result=result,
+        progress=1.0 if row["state"] == JobState.COMPLETED.value else 0.0,
     )

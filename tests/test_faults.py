@@ -12,6 +12,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from asr.engine import DB_NAME, Engine
 from asr.errors import OutOfMemoryError
 from asr.jobs import JobState
 from tests.conftest import TEST_MODELS, with_pauses
-from tests.server import start_server, stop_server
+from tests.server import REPO, free_port, start_server, stop_server, write_config
 from tests.test_api import Server
 from tests.test_engine import make_settings
 
@@ -169,3 +170,137 @@ def test_a_full_disk_is_a_clear_error_and_the_service_survives(settings, pipelin
 
             recovered = httpx.post(f"{server.url}/v1/audio/transcriptions", files=upload, timeout=120)
             assert recovered.status_code == 200 and recovered.json()["text"]
+
+
+# ---- storage that breaks under the service --------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def read_only(path: Path):
+    """``path`` made read-only for everyone, root included (a read-only bind mount of itself)."""
+    path.mkdir(parents=True, exist_ok=True)
+    bound = subprocess.run(["mount", "--bind", str(path), str(path)], capture_output=True, text=True)
+    if bound.returncode != 0:
+        pytest.skip(f"cannot bind-mount here (needs root): {bound.stderr.strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(path)], check=True, capture_output=True)
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _error(response) -> dict:
+    return response.json()["error"]
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_database_deleted_or_replaced_under_the_service_stops_submissions_and_keeps_the_result(
+        settings, pipeline, tmp_path, speech_wav, how, caplog):
+    from asr.health import HealthCheck
+    from tests.test_engine import GatedPipeline
+
+    gated = GatedPipeline(pipeline)
+    s = make_settings(settings, tmp_path)
+    engine = Engine(s, pipeline_factory=lambda _: gated)
+    upload = {"file": ("talk.wav", speech_wav.read_bytes())}
+    with Server(s, engine) as server:
+        engine.start()
+        gated.gate.clear()
+        running = httpx.post(f"{server.url}/v1/jobs", files=upload).json()
+        db = s.storage.state_path() / DB_NAME
+        if how == "deleted":
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+        else:
+            copy = db.with_suffix(".copy")
+            copy.write_bytes(db.read_bytes())
+            copy.replace(db)
+        refused = httpx.post(f"{server.url}/v1/jobs", files=upload)
+        assert refused.status_code == 503 and _error(refused)["code"] == "storage_unavailable", refused.text
+        assert str(db) in _error(refused)["message"] and how in _error(refused)["message"]
+        ready = httpx.get(f"{server.url}/readyz")
+        assert ready.status_code == 503 and _error(ready)["code"] == "storage_unavailable"
+        problem = HealthCheck(engine, server.url, 5.0)()  # what the systemd watchdog asks
+        assert problem is not None and str(db) in problem
+        assert str(db) in caplog.text
+        gated.gate.set()  # the job that was running finishes: its result is not written into the void
+        finished = engine.wait(running["id"], timeout=120)
+        assert finished.state is JobState.COMPLETED and "not saved" in finished.error
+        result = httpx.get(f"{server.url}/v1/jobs/{running['id']}/result", params={"format": "txt"})
+        assert result.status_code == 200 and result.text
+        assert list((s.storage.cache_path() / "jobs").iterdir()) == []
+
+
+def test_an_unwritable_database_is_a_clear_503_and_leaks_no_upload(settings, pipeline, tmp_path, speech_wav):
+    s = make_settings(settings, tmp_path)
+    engine = Engine(s, pipeline_factory=lambda _: pipeline)
+    upload = {"file": ("talk.wav", speech_wav.read_bytes())}
+    with Server(s, engine) as server:
+        engine.start()
+        assert httpx.post(f"{server.url}/v1/audio/transcriptions", files=upload, timeout=120).status_code == 200
+        with read_only(s.storage.state_path()):
+            for route in ("/v1/jobs", "/v1/audio/transcriptions"):
+                refused = httpx.post(f"{server.url}{route}", files=upload, timeout=60)
+                assert refused.status_code == 503, refused.text
+                assert _error(refused)["code"] == "storage_unavailable"
+                assert "not writable" in _error(refused)["message"]
+            assert httpx.get(f"{server.url}/readyz").status_code == 503
+            assert list((s.storage.cache_path() / "jobs").iterdir()) == []
+            assert list((s.storage.cache_path() / "uploads").iterdir()) == []
+        assert httpx.get(f"{server.url}/readyz").status_code == 200  # writable again: ready again
+        assert httpx.get(f"{server.url}/v1/jobs").json()["data"][0]["status"] == "completed"
+
+
+def test_a_full_disk_during_an_upload_is_507_on_every_route_and_leaves_nothing(test_models, tmp_path, speech_wav):
+    """Through ``asr serve`` itself, which spools request bodies on the service's own disk: there a
+    full disk once surfaced as FastAPI's 400 "There was an error parsing the body"."""
+    cache = tmp_path / "svc-cache"
+    big = speech_wav.read_bytes() * 3  # bigger than what is left once the disk is filled
+    with small_disk(cache, 32768):
+        server = start_server(tmp_path, TEST_MODELS, overrides={"storage": {"cache_dir": str(cache)}})
+        try:
+            filler = fill(cache)
+            for route, files in (("/v1/jobs", {"file": ("a.wav", big)}),
+                                 ("/v1/audio/transcriptions", {"file": ("a.wav", big)}),
+                                 ("/gradio_api/upload", [("files", ("a.wav", big))])):
+                refused = httpx.post(f"{server.url}{route}", files=files, timeout=60)
+                assert refused.status_code == 507, (route, refused.status_code, refused.text[:300])
+                assert _error(refused)["code"] == "storage_full"
+            left = [p for p in cache.rglob("*") if p.is_file() and p != filler and p.stat().st_size
+                    and "converted" not in p.parts and "results" not in p.parts]
+            assert left == []
+            filler.unlink()
+            ok = httpx.post(f"{server.url}/v1/audio/transcriptions", files={"file": ("a.wav", speech_wav.read_bytes())},
+                            timeout=120)
+            assert ok.status_code == 200
+        finally:
+            stop_server(server)
+
+
+def test_unwritable_result_files_still_show_the_finished_transcript_in_the_ui(settings, pipeline, tmp_path, speech_wav):
+    from tests.gradio_events import file_data, run_event
+    from tests.gradio_events import upload as ui_upload
+
+    s = make_settings(settings, tmp_path)
+    engine = Engine(s, pipeline_factory=lambda _: pipeline)
+    with Server(s, engine) as server:
+        engine.start()
+        with read_only(s.storage.cache_path() / "gradio" / "results"):
+            outcome = run_event(server.url, "transcribe",
+                                [[file_data(ui_upload(server.url, speech_wav, "talk.wav"))], None, True, ["srt"]])
+        assert outcome.success, outcome
+        text, sentences, downloads, notes = outcome.output
+        assert text and sentences and not downloads
+        assert "download files could not be written" in notes and "History" in notes
+        assert engine.jobs()[0].state is JobState.COMPLETED
+
+
+def test_an_unwritable_state_dir_at_start_is_one_clear_line(test_models, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the state directory's parent should be")
+    config = write_config(tmp_path, TEST_MODELS, {"storage": {"state_dir": str(blocker / "state")}})
+    started = subprocess.run([sys.executable, "app.py", "--config", str(config), "--port", str(free_port())],
+                             cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert started.returncode == 2, started.stderr[-2000:]
+    assert "Traceback" not in started.stderr
+    assert str(blocker) in started.stderr and "job history" in started.stderr
