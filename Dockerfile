@@ -9,6 +9,8 @@
 # The image never touches the network at run time. It binds 0.0.0.0 *inside* the container so
 # that the published port works; publish it on the host's loopback only (127.0.0.1:6006) and
 # reach it through an SSH tunnel, as with the systemd service. See docs/DEPLOYMENT.md.
+# Browsers reach it as localhost, which the service answers to; under any other name (a reverse
+# proxy's), list that name: -e ASR_SERVER__ALLOWED_HOSTS='["asr.example.org"]'.
 #
 # torch 2.13.0 from PyPI is built for CUDA 13.0 (it brings its own CUDA 13.0 and cuDNN 9 libraries
 # as wheels), so the base is the CUDA 13.0 runtime with cuDNN: the host needs an NVIDIA driver

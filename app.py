@@ -22,7 +22,7 @@ from typing import Any
 
 from asr.config import Settings, load_settings
 from asr.engine import Engine
-from asr.errors import AsrError, EngineBusyError
+from asr.errors import AsrError, EngineBusyError, storage_error
 from asr.health import HealthCheck, ensure_port_free, local_url
 from asr.jobs import JobKind, JobRecord, JobState
 from asr.notify import Notifier, Watchdog
@@ -49,9 +49,9 @@ def friendly(error: BaseException) -> Exception:
     """An AsrError's own message for the user; anything else is logged and kept vague."""
     gr = _gradio()
     if isinstance(error, AsrError):
-        return gr.Error(str(error))
+        return gr.Error(str(error), print_exception=False)
     logger.exception("unexpected error in the UI", exc_info=error)
-    return gr.Error("Internal error while handling this request; the details are in the service log.")
+    return gr.Error("Internal error while handling this request; the details are in the service log.", print_exception=False)
 
 
 def outputs_dir() -> Path:
@@ -61,20 +61,39 @@ def outputs_dir() -> Path:
     return root
 
 
-def write_result_files(record: JobRecord, formats: list[str], settings: Settings) -> list[str]:
+def write_result_files(record: JobRecord, formats: list[str], settings: Settings, registry: Any) -> list[str]:
+    """The job's result as download files; raises StorageFullError / StorageUnavailableError
+    (nothing partial is left) when they cannot be written. The job itself is done and saved."""
     directory = outputs_dir() / record.id
-    directory.mkdir(parents=True, exist_ok=True)
     stem = Path(record.filename).stem or "audio"
     paths = []
-    for fmt in formats:
-        path = directory / f"{stem}.{fmt}"
-        with open(path, "w", encoding="utf-8", newline="") as f:
-            if isinstance(record.result, VadResult):
-                VAD_WRITERS[fmt].write(record.result, f)
-            else:
-                WRITERS[fmt].write(record.result, f, settings.output)
-        paths.append(str(path))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for fmt in formats:
+            path = directory / f"{stem}.{fmt}"
+            partial = path.with_name(path.name + ".part")
+            with open(partial, "w", encoding="utf-8", newline="") as f:
+                if isinstance(record.result, VadResult):
+                    VAD_WRITERS[fmt].write(record.result, f)
+                else:
+                    WRITERS[fmt].write(record.result, f, settings.output)
+            os.replace(partial, path)
+            registry.add_result(path)
+            paths.append(str(path))
+    except OSError as e:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise storage_error(e, "the download files could not be written (the transcript is saved in History)",
+                            directory) from e
     return paths
+
+
+def result_files_or_note(record: JobRecord, formats: list[str], settings: Settings, registry: Any) -> tuple[list[str], str]:
+    """The download files, or none and the reason, so that a finished transcript is still shown."""
+    try:
+        return write_result_files(record, formats, settings, registry), ""
+    except AsrError as e:
+        logger.error("job %s: %s", record.id, e)
+        return [], f"⚠️ {e}"
 
 
 def sentences_text(transcript: Transcript) -> str:
@@ -149,8 +168,36 @@ def system_markdown(engine: Engine) -> str:
 # ---- the UI -----------------------------------------------------------------------------------
 
 
-def build_ui(engine: Engine, settings: Settings):
-    """The Gradio Blocks app: Transcribe, VAD, History and System tabs."""
+def upload_box(**kwargs: Any):
+    """A gr.File for uploads, less one leak: Gradio 6.31's preprocess opens an empty temp file per
+    uploaded file (``NamedTemporaryFile(delete=False)``), never uses it and never removes it, so
+    every UI upload left a 0-byte file in the cache. Patched on the instance: a subclass would make
+    Gradio write a type-stub file next to this module, at run time, wherever it is installed."""
+    gr = _gradio()
+    from gradio.utils import NamedString
+    from gradio_client import utils as client_utils
+
+    box = gr.File(**kwargs)
+
+    def process_single_file(f):
+        if box.file_types and not client_utils.is_valid_file(f.path, box.file_types):
+            raise gr.Error(f"Invalid file type. Please upload a file that is one of these formats: "
+                           f"{box.file_types}", print_exception=False)
+        path = NamedString(f.path)
+        # The user's own name for the file, which the stored name may lack characters of:
+        # messages and the history then name it as the API and the CLI do.
+        path.orig_name = f.orig_name or Path(f.path).name
+        return path
+
+    box._process_single_file = process_single_file
+    return box
+
+
+def build_ui(engine: Engine, settings: Settings, registry: Any):
+    """The Gradio Blocks app: Transcribe, VAD, History and System tabs.
+
+    ``registry`` (asr.uploads.UploadRegistry) is told of every result file written, and of every
+    upload a job has copied, which it then removes."""
     gr = _gradio()
 
     def user_of(request: gr.Request | None) -> str | None:
@@ -158,53 +205,62 @@ def build_ui(engine: Engine, settings: Settings):
 
     # inputs order must match handler signature
     def transcribe(files, recording, punctuate, formats, request: gr.Request, progress=gr.Progress()):
-        paths = [Path(f) for f in (files or [])] + ([Path(recording)] if recording else [])
-        if not paths:
-            raise gr.Error("Upload a file or record from the microphone first.")
+        given = list(files or []) + ([recording] if recording else [])
+        if not given:
+            raise gr.Error("Upload a file or record from the microphone first.", print_exception=False)
+        names = {Path(f): getattr(f, "orig_name", None) or Path(f).name for f in given}
+        paths = list(names)
         formats = [f for f in (formats or []) if f in WRITERS] or ["srt"]
         jobs, refused = [], []
         for path in paths:
             try:
-                jobs.append(engine.submit(path, path.name, JobKind.TRANSCRIBE,
+                jobs.append(engine.submit(path, names[path], JobKind.TRANSCRIBE,
                                           TranscribeOptions(punctuate=bool(punctuate)), owner=user_of(request)))
             except EngineBusyError as e:
                 if not jobs:
                     raise friendly(e) from None
-                refused.append(f"{path.name}: {e}")
+                refused.append(f"{names[path]}: {e}")
             except Exception as e:
                 raise friendly(e) from None
+            finally:
+                registry.discard(path)  # the job has its own copy (or the file was refused)
         records = wait_for(engine, jobs, progress)
         texts, files, notes = [], [], []
         for record in records:
             if record.state is not JobState.COMPLETED:
-                notes.append(f"**{record.filename}**: {record.state.value} — {record.error}")
+                # the job's own message, as the API and the CLI give it (it names the file)
+                notes.append(record.error or f"{record.filename}: {record.state.value}")
                 continue
             header = f"### {record.filename}\n" if len(records) > 1 else ""
             texts.append(header + sentences_text(record.result))
-            files.extend(write_result_files(record, formats, settings))
-            notes.append(timings_markdown(record))
+            written, problem = result_files_or_note(record, formats, settings, registry)
+            files.extend(written)
+            notes.append(timings_markdown(record) + (f"  \n{problem}" if problem else ""))
         notes.extend(f"**not queued** — {r}" for r in refused)
         if not texts and notes:
-            raise gr.Error(" / ".join(n.replace("**", "") for n in notes))
+            raise gr.Error(" / ".join(n.replace("**", "") for n in notes), print_exception=False)
         full_text = "\n\n".join(r.result.text for r in records if r.state is JobState.COMPLETED)
         return full_text, "\n\n".join(texts), files, "\n\n".join(notes)
 
     def detect(file, request: gr.Request, progress=gr.Progress()):
         if not file:
-            raise gr.Error("Upload a file first.")
+            raise gr.Error("Upload a file first.", print_exception=False)
         path = Path(file)
         try:
-            job = engine.submit(path, path.name, JobKind.VAD, owner=user_of(request))
+            job = engine.submit(path, getattr(file, "orig_name", None) or path.name, JobKind.VAD, owner=user_of(request))
         except Exception as e:
             raise friendly(e) from None
+        finally:
+            registry.discard(path)
         record = wait_for(engine, [job], progress)[0]
         if record.state is not JobState.COMPLETED:
-            raise gr.Error(f"{record.filename}: {record.error}")
+            raise gr.Error(record.error or f"{record.filename}: {record.state.value}", print_exception=False)
         rows = [[i + 1, format_timestamp(s.start_ms, "."), format_timestamp(s.end_ms, "."), round(s.duration_ms / 1000, 3)]
                 for i, s in enumerate(record.result.segments)]
         summary = (f"**{len(rows)} speech segments** in {record.result.duration_s:.1f} s of audio "
                    f"(VAD took {record.result.timings.total_s:.2f} s)")
-        return rows, write_result_files(record, ["csv"], settings), summary
+        written, problem = result_files_or_note(record, ["csv"], settings, registry)
+        return rows, written, summary + (f"  \n{problem}" if problem else "")
 
     def refresh_history(request: gr.Request):
         rows = history_rows(engine, user_of(request))
@@ -213,21 +269,23 @@ def build_ui(engine: Engine, settings: Settings):
 
     def open_job(job_id, request: gr.Request):
         if not job_id:
-            raise gr.Error("Choose a job from the list first.")
+            raise gr.Error("Choose a job from the list first.", print_exception=False)
         try:
             record = engine.get(job_id)
         except Exception as e:
             raise friendly(e) from None
         if settings.server.auth and record.owner != user_of(request):
-            raise gr.Error("No such job.")
+            raise gr.Error("No such job.", print_exception=False)
         if record.state is not JobState.COMPLETED:
             return f"{record.filename}: {record.state.value} — {record.error or ''}", [], ""
         if isinstance(record.result, VadResult):
             text = "\n".join(f"{format_timestamp(s.start_ms, '.')} → {format_timestamp(s.end_ms, '.')}"
                              for s in record.result.segments)
-            return text, write_result_files(record, list(VAD_WRITERS), settings), timings_markdown(record)
-        return (record.result.text + "\n\n" + sentences_text(record.result),
-                write_result_files(record, UI_FORMATS, settings), timings_markdown(record))
+            written, problem = result_files_or_note(record, list(VAD_WRITERS), settings, registry)
+            return text, written, timings_markdown(record) + (f"  \n{problem}" if problem else "")
+        written, problem = result_files_or_note(record, UI_FORMATS, settings, registry)
+        return (record.result.text + "\n\n" + sentences_text(record.result), written,
+                timings_markdown(record) + (f"  \n{problem}" if problem else ""))
 
     with gr.Blocks(title="Offline ASR", delete_cache=settings.server.delete_cache_s) as demo:
         gr.Markdown("## Offline speech recognition · Paraformer-large (中文)")
@@ -236,7 +294,7 @@ def build_ui(engine: Engine, settings: Settings):
             with gr.Tab("Transcribe", id="transcribe"):
                 with gr.Row():
                     with gr.Column():
-                        files = gr.File(label="Audio or video files", file_count="multiple", file_types=AUDIO_TYPES)
+                        files = upload_box(label="Audio or video files", file_count="multiple", file_types=AUDIO_TYPES)
                         recording = gr.Audio(label="…or record", sources=["microphone"], type="filepath", format="wav")
                         punctuate = gr.Checkbox(label="Punctuation", value=True)
                         formats = gr.CheckboxGroup(UI_FORMATS, value=["srt", "txt"], label="Files to download")
@@ -251,7 +309,7 @@ def build_ui(engine: Engine, settings: Settings):
             with gr.Tab("VAD", id="vad"):
                 with gr.Row():
                     with gr.Column():
-                        vad_file = gr.File(label="Audio or video file", file_types=AUDIO_TYPES)
+                        vad_file = upload_box(label="Audio or video file", file_types=AUDIO_TYPES)
                         vad_run = gr.Button("Find speech", variant="primary")
                     with gr.Column():
                         vad_summary = gr.Markdown()
@@ -298,9 +356,16 @@ def build_ui(engine: Engine, settings: Settings):
 
 def _sweep(directory: Path) -> None:
     """Gradio only deletes the temp files of its own process; a crash leaves the rest."""
-    if directory.exists():
-        shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        if directory.exists():
+            shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise storage_error(e, f"the cache directory {directory} cannot be used (set storage.cache_dir)", directory) from e
+
+
+#: Where the UI's uploads are kept, inside Gradio's temp dir (which its file checks count as uploaded).
+UI_UPLOADS = "ui-uploads"
 
 
 def create_app(settings: Settings, engine: Engine | None = None):
@@ -311,21 +376,48 @@ def create_app(settings: Settings, engine: Engine | None = None):
         _sweep(cache / name)
     gr = _gradio()
     from asr.api import create_api
+    from asr.guards import (
+        EventFileGuard,
+        GradioRequestGuard,
+        HostGuard,
+        LoginGuard,
+        LoginThrottle,
+        UploadBudget,
+        UploadGuard,
+        allowed_hosts,
+    )
+    from asr.uploads import UploadRegistry, add_ui_upload_route
 
     engine = engine or Engine(settings)
-    api = create_api(engine, settings)
-    demo = build_ui(engine, settings)
+    server = settings.server
+    throttle = LoginThrottle(server.login_max_failures, server.login_max_wait_s)
+    registry = UploadRegistry(cache / "gradio" / UI_UPLOADS, outputs_dir(), settings.storage.ui_upload_ttl_s)
+    registry.start_sweeper(threading.Event())
+    api = create_api(engine, settings, throttle)
+    max_file = int(settings.audio.max_file_mb * 1024 * 1024)
+    gradio_app: list[Any] = []
+
+    def ui_user(request: Any) -> str | None:
+        """The user of the UI's login cookie (Gradio keeps the sessions)."""
+        app = gradio_app[0]
+        token = (request.cookies.get(f"access-token-{app.cookie_id}")
+                 or request.cookies.get(f"access-token-unsecure-{app.cookie_id}"))
+        return app.tokens.get(token)
+
+    # Before the mount, so that it answers in place of Gradio's own upload route.
+    add_ui_upload_route(api, registry, max_file, ui_user, logins_on=bool(server.auth))
+    demo = build_ui(engine, settings, registry)
     slots = settings.queue.max_size + settings.queue.workers
     demo.queue(max_size=slots, default_concurrency_limit=slots, api_open=False)
     theme = gr.themes.Default(font=["system-ui", "Noto Sans CJK SC", "sans-serif"], font_mono=["monospace"])
-    logins = [tuple(entry.split(":", 1)) for entry in settings.server.auth] or None
+    logins = [tuple(entry.split(":", 1)) for entry in server.auth] or None
     app = gr.mount_gradio_app(
         api, demo, path="/",
         auth=logins,
-        max_file_size=int(settings.audio.max_file_mb * 1024 * 1024),
+        max_file_size=max_file,
         allowed_paths=[],
         blocked_paths=[str(settings.storage.state_path()), str(cache / "jobs"), str(cache / "uploads")],
-        root_path=settings.server.root_path or None,
+        root_path=server.root_path or None,
         show_error=False,
         ssr_mode=False,
         enable_monitoring=False,
@@ -335,6 +427,31 @@ def create_app(settings: Settings, engine: Engine | None = None):
         mcp_server=False,
         theme=theme,
     )
+    gradio_app.append(next(r.app for r in app.routes if type(getattr(r, "app", None)).__name__ == "App"))
+    # Gradio applies its own file checks (blocked paths, "was it uploaded") only once launch() has
+    # run, which a mounted app never does: make them apply too, behind ours (EventFileGuard).
+    demo.has_launched = True
+    # Added innermost first: every request meets the Host check before anything else.
+    request_cap = int(settings.audio.max_request_mb * 1024 * 1024)
+    budget = UploadBudget(int(settings.storage.max_uploads_mb * 1024 * 1024), registry.stored_bytes)
+    from asr.errors import FileTooLargeError, RequestTooLargeError
+
+    api_cap = min(request_cap, max_file + 64 * 1024)  # one file, plus the multipart framing
+    app.add_middleware(EventFileGuard, allows=registry.allows,
+                       skip=("/v1/", "/gradio_api/upload", "/gradio_api/process_recording", "/login"))
+    app.add_middleware(UploadGuard, budget=budget, limits={
+        "/v1/": (api_cap, lambda: FileTooLargeError(f"the file is larger than the {max_file >> 20} MB limit")),
+        "/gradio_api/upload": (request_cap, lambda: RequestTooLargeError(
+            f"the upload is larger than the {request_cap >> 20} MB a request may send; send fewer files at once")),
+        "/gradio_api/process_recording": (max_file, lambda: FileTooLargeError(
+            f"the recording is larger than the {max_file >> 20} MB limit")),
+    })
+    event_names = {fn.api_name for fn in demo.fns.values() if fn.api_name}
+    app.add_middleware(GradioRequestGuard, known_session=lambda s: s in demo._queue.pending_messages_per_session,
+                       known_event=event_names.__contains__)
+    app.add_middleware(LoginGuard, throttle=throttle)
+    app.add_middleware(HostGuard, hosts=allowed_hosts(server.host, server.allowed_hosts),
+                       allowed_origins=tuple(server.allowed_origins))
     return app, engine
 
 

@@ -12,18 +12,35 @@ import asyncio
 import base64
 import hmac
 import io
+import json
 import logging
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from asr.config import Settings
 from asr.engine import Engine
-from asr.errors import AsrError, FileTooLargeError, JobNotFoundError, StorageFullError
+from asr.errors import (
+    AsrError,
+    EngineNotReadyError,
+    FileTooLargeError,
+    JobNotFoundError,
+    LoginRequiredError,
+    NotFoundError,
+    RequestError,
+    StorageFullError,
+    status_of,
+    storage_error,
+)
+from asr.guards import LoginThrottle, envelope, error_headers
 from asr.jobs import JobKind, JobRecord, JobState
 from asr.types import TranscribeOptions, Transcript, VadResult
 from asr.writers import VAD_WRITERS, WRITERS
@@ -31,130 +48,72 @@ from asr.writers import VAD_WRITERS, WRITERS
 logger = logging.getLogger(__name__)
 
 OPENAI_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+#: The model id OpenAI clients name (and list with GET /v1/models); one pinned model serves all.
+MODEL_ID = "paraformer-large"
 _COPY_CHUNK = 1 << 20
+#: Codes for the HTTP errors that FastAPI and Starlette raise themselves (routing, validation).
+_HTTP_CODES = {400: "invalid_request", 401: "login_required", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 413: "request_too_large", 415: "unsupported_media_type",
+               422: "invalid_request", 429: "too_many_requests"}
 
 
-def error_response(error: AsrError) -> JSONResponse:
-    status = error.http_status
-    headers = {"Retry-After": "30"} if error.code == "busy" else None
-    return JSONResponse(
-        {"error": {"message": str(error), "type": error.code, "code": error.code}}, status_code=status, headers=headers
-    )
+def error_response(error: AsrError, **extra: Any) -> JSONResponse:
+    return JSONResponse(envelope(error, **extra), status_code=error.http_status, headers=error_headers(error))
 
 
-class BodyLimit:
-    """ASGI middleware: refuse request bodies over the limit with 413 while they stream in,
-    so an oversized upload never fills the disk (Content-Length is checked first)."""
-
-    def __init__(self, app, max_bytes: int, prefixes: tuple[str, ...] = ("/v1/",)):
-        self.app = app
-        self.max_bytes = max_bytes
-        self.prefixes = prefixes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope["path"].startswith(self.prefixes):
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await _too_large(send, self.max_bytes)
-        seen = 0
-        exceeded = False
-        answered = False
-
-        async def limited_receive():
-            nonlocal seen, exceeded
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    exceeded = True
-                    raise _BodyTooLarge()
-            return message
-
-        async def guarded_send(message):
-            nonlocal answered
-            if exceeded:  # whatever the app answers to a cut-off body, the answer is 413
-                if not answered:
-                    answered = True
-                    await _too_large(send, self.max_bytes)
-                return
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, guarded_send)
-        except _BodyTooLarge:
-            pass
-        if exceeded and not answered:
-            await _too_large(send, self.max_bytes)
+def _http_error(status: int, message: str) -> AsrError:
+    """An HTTPException of the framework's, as the AsrError with that status (one envelope)."""
+    error = AsrError(message)
+    error.http_status = status
+    error.code = _HTTP_CODES.get(status, "internal_error" if status >= 500 else f"http_{status}")
+    return error
 
 
-class OriginGuard:
-    """ASGI middleware: every route (API and UI) refuses requests a browser sends from another site.
-
-    Through an SSH tunnel the service is ``localhost`` to the user's browser, so any web page
-    that browser opens could otherwise POST files to it (CSRF). Browsers send ``Origin`` on
-    such requests; it must name this service (same host and port) or a configured origin.
-    Clients that are not browsers (curl, SDKs) send no Origin and are not affected."""
-
-    def __init__(self, app, allowed_origins: tuple[str, ...] = (), prefixes: tuple[str, ...] = ("/",)):
-        self.app = app
-        self.allowed = {o.rstrip("/").lower() for o in allowed_origins}
-        self.prefixes = prefixes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"].startswith(self.prefixes):
-            headers = dict(scope.get("headers") or [])
-            origin = headers.get(b"origin", b"").decode("latin-1").rstrip("/").lower()
-            host = headers.get(b"host", b"").decode("latin-1").lower()
-            if origin and origin != "null" and origin.split("://", 1)[-1] != host and origin not in self.allowed:
-                body = b'{"error": {"message": "cross-origin request refused (Origin does not match this service)", ' \
-                       b'"type": "forbidden_origin", "code": "forbidden_origin"}}'
-                await send({"type": "http.response.start", "status": 403,
-                            "headers": [(b"content-type", b"application/json")]})
-                await send({"type": "http.response.body", "body": body})
-                return
-            if origin == "null":
-                await send({"type": "http.response.start", "status": 403, "headers": []})
-                await send({"type": "http.response.body", "body": b""})
-                return
-        await self.app(scope, receive, send)
+def _validation_message(error: RequestValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item.get("loc", ()) if p not in ("body", "query", "path"))
+        problems.append(f"{where}: {item.get('msg', 'invalid')}" if where else str(item.get("msg", "invalid")))
+    return "invalid request: " + "; ".join(problems)
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _too_large(send, max_bytes: int) -> None:
-    body = (
-        '{"error": {"message": "the file is larger than the %d MB limit", "type": "file_too_large", '
-        '"code": "file_too_large"}}' % (max_bytes // (1024 * 1024))
-    ).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
+def _body_storage_error(error: BaseException) -> AsrError | None:
+    """The storage error behind a body FastAPI could not parse (its spool file hit a full disk)."""
+    cause = error.__cause__ or error.__context__
+    while cause is not None:
+        if isinstance(cause, OSError):
+            mapped = storage_error(cause, "the upload could not be kept", "the upload spool")
+            return mapped if isinstance(mapped, StorageFullError) else None
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def parse_logins(entries: list[str]) -> dict[str, str]:
     return dict(entry.split(":", 1) for entry in entries)
 
 
-def basic_or_bearer_user(request: Request, logins: dict[str, str]) -> str | None:
-    """The user of an ``Authorization: Basic`` or ``Bearer user:password`` header, if valid."""
+def presented_login(request: Request) -> tuple[str, str] | None:
+    """The (user, password) of an ``Authorization: Basic`` or ``Bearer user:password`` header."""
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
-    credentials = ""
     if scheme.lower() == "basic":
         try:
             credentials = base64.b64decode(value, validate=True).decode("utf-8")
         except (ValueError, UnicodeDecodeError):
-            return None
+            return ("", "")
     elif scheme.lower() == "bearer":
         credentials = value
+    else:
+        return None
     user, _, password = credentials.partition(":")
+    return user, password
+
+
+def login_valid(logins: dict[str, str], user: str, password: str) -> bool:
     expected = logins.get(user)
-    if expected is not None and hmac.compare_digest(expected.encode(), password.encode()):
-        return user
-    return None
+    # compared even for an unknown user, so that the answer takes as long either way
+    ok = hmac.compare_digest((expected or "\0").encode(), password.encode())
+    return expected is not None and ok
 
 
 def job_status(record: JobRecord) -> dict[str, Any]:
@@ -186,12 +145,12 @@ def render(result: Transcript | VadResult, fmt: str, settings: Settings) -> tupl
     buffer = io.StringIO()
     if isinstance(result, VadResult):
         if fmt not in VAD_WRITERS:
-            raise HTTPException(400, f"format must be one of {', '.join(VAD_WRITERS)} for a VAD job")
+            raise RequestError(f"format must be one of {', '.join(VAD_WRITERS)} for a VAD job")
         writer = VAD_WRITERS[fmt]
         writer.write(result, buffer)
     else:
         if fmt not in WRITERS:
-            raise HTTPException(400, f"format must be one of {', '.join(WRITERS)}")
+            raise RequestError(f"format must be one of {', '.join(WRITERS)}")
         writer = WRITERS[fmt]
         writer.write(result, buffer, settings.output)
     return buffer.getvalue(), writer.media_type
@@ -233,10 +192,7 @@ async def _save_upload(upload: UploadFile, directory: Path, max_bytes: int) -> P
         directory.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix="upload-", dir=directory)
     except OSError as e:
-        full = StorageFullError.from_os_error(e, "the upload could not be kept")
-        if full is None:
-            raise
-        raise full from e
+        raise storage_error(e, "the upload could not be kept", directory) from e
     size = 0
     try:
         with os.fdopen(fd, "wb") as out:
@@ -247,57 +203,108 @@ async def _save_upload(upload: UploadFile, directory: Path, max_bytes: int) -> P
                 out.write(chunk)
     except OSError as e:
         os.unlink(name)
-        full = StorageFullError.from_os_error(e, "the upload could not be kept")
-        if full is None:
-            raise
-        raise full from e
+        raise storage_error(e, "the upload could not be kept", directory) from e
     except BaseException:
         os.unlink(name)
         raise
     return Path(name)
 
 
-def create_api(engine: Engine, settings: Settings) -> FastAPI:
+def create_api(engine: Engine, settings: Settings, throttle: LoginThrottle | None = None) -> FastAPI:
     """The FastAPI application with the API routes; the UI is mounted onto it by app.py."""
-    app = FastAPI(title="Offline ASR", version="1", docs_url="/v1/docs", openapi_url="/v1/openapi.json", redoc_url=None)
+    app = FastAPIOffline(title="Offline ASR", version="1", docs_url="/v1/docs", openapi_url="/v1/openapi.json",
+                         redoc_url=None, static_url="/v1/docs/static")
     max_bytes = int(settings.audio.max_file_mb * 1024 * 1024)
-    app.add_middleware(BodyLimit, max_bytes=max_bytes + 64 * 1024)  # multipart framing on top
-    app.add_middleware(OriginGuard, allowed_origins=tuple(settings.server.allowed_origins))
     logins = parse_logins(settings.server.auth)
+    throttle = throttle or LoginThrottle(settings.server.login_max_failures, settings.server.login_max_wait_s)
     uploads = settings.storage.cache_path() / "uploads"
+    # Nothing the API waits on runs in asyncio's shared default pool (a few threads): there a
+    # handful of requests waiting for their jobs would stall every other route. A job is awaited
+    # without a thread at all; probes (seconds each, at most one per queue place) and database
+    # reads each have a pool of their own, so reads answer while the queue is full.
+    places = settings.queue.max_size + settings.queue.workers
+    submit_pool = ThreadPoolExecutor(max_workers=places + 1, thread_name_prefix="api-submit")
+    read_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="api-read")
+
+    async def in_pool(pool: ThreadPoolExecutor, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+    async def finished(job_id: str) -> JobRecord:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+        engine.add_done_callback(job_id, wake)
+        await done
+        return await in_pool(read_pool, engine.get, job_id)
 
     def current_user(request: Request) -> str | None:
         if not logins:
             return None
-        user = basic_or_bearer_user(request, logins)
-        if user is None:
-            raise HTTPException(401, "login required", headers={"WWW-Authenticate": 'Basic realm="asr"'})
+        presented = presented_login(request)
+        if presented is None:
+            raise LoginRequiredError("login required: send Authorization: Basic (or Bearer user:password)")
+        user, password = presented
+        client = request.client.host if request.client else "unknown"
+        throttle.check(user, client)
+        if not login_valid(logins, user, password):
+            logger.warning("failed API login for user %r from %s", user[:64], client)
+            throttle.failed(user, client)
+            raise LoginRequiredError("login failed: wrong user name or password")
+        throttle.succeeded(user, client)
         return user
 
     User = Annotated[str | None, Depends(current_user)]
 
     @app.exception_handler(AsrError)
     async def _asr_error(request: Request, error: AsrError) -> JSONResponse:
-        if error.http_status >= 500 and error.code not in ("busy", "not_ready", "storage_full"):
+        if error.http_status >= 500 and error.code not in ("busy", "not_ready", "storage_full", "storage_unavailable"):
             logger.error("%s %s: %s", request.method, request.url.path, error)
         return error_response(error)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_exception(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        storage = _body_storage_error(error) if error.status_code == 400 else None
+        if storage is not None:
+            return error_response(storage)
+        detail = error.detail if isinstance(error.detail, str) else json.dumps(error.detail, ensure_ascii=False)
+        response = error_response(_http_error(error.status_code, detail))
+        response.headers.update(error.headers or {})
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, error: RequestValidationError) -> JSONResponse:
+        return error_response(_http_error(422, _validation_message(error)))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        logger.error("%s %s failed unexpectedly", request.method, request.url.path, exc_info=error)
+        return error_response(AsrError("internal error; the details are in the service log"))
+
     router = APIRouter()
+
+    async def the_file(request: Request, upload: UploadFile) -> UploadFile:
+        form = await request.form()  # parsed already for the parameters: no second read
+        if len(form.getlist("file")) > 1:
+            raise RequestError("send one file per request (this one has "
+                               f"{len(form.getlist('file'))} 'file' fields)")
+        return upload
 
     async def submit(upload: UploadFile, kind: JobKind, options: TranscribeOptions, user: str | None) -> JobRecord:
         path = await _save_upload(upload, uploads, max_bytes)
         try:
-            return await asyncio.to_thread(
-                engine.submit, path, upload.filename or "audio", kind, options, user, True
-            )
+            return await in_pool(submit_pool, engine.submit, path, upload.filename or "audio", kind, options, user, True)
         finally:
             path.unlink(missing_ok=True)  # moved into the job dir, or refused
 
     @router.post("/v1/audio/transcriptions")
     async def transcriptions(
+        request: Request,
         user: User,
         file: Annotated[UploadFile, File(description="audio or video file")],
-        model: Annotated[str, Form()] = "paraformer-large",
+        model: Annotated[str, Form()] = MODEL_ID,
         response_format: Annotated[str, Form()] = "json",
         language: Annotated[str | None, Form()] = None,
         prompt: Annotated[str | None, Form()] = None,
@@ -306,20 +313,21 @@ def create_api(engine: Engine, settings: Settings) -> FastAPI:
         """OpenAI-compatible: the `model`, `language`, `prompt` and `temperature` fields are accepted
         and ignored (one pinned Chinese model serves every request)."""
         if response_format not in OPENAI_FORMATS:
-            raise HTTPException(400, f"response_format must be one of {', '.join(OPENAI_FORMATS)}")
-        job = await submit(file, JobKind.TRANSCRIBE, TranscribeOptions(), user)
+            raise RequestError(f"response_format must be one of {', '.join(OPENAI_FORMATS)}")
+        job = await submit(await the_file(request, file), JobKind.TRANSCRIBE, TranscribeOptions(), user)
         # If the client goes away, the job still finishes and is kept in the history.
-        record = await asyncio.to_thread(engine.wait, job.id)
+        record = await finished(job.id)
         if record.state is not JobState.COMPLETED:
-            status = 400 if record.state is JobState.FAILED and record.error_code != "internal_error" else 500
-            return JSONResponse(
-                {"error": {"message": record.error, "type": record.error_code, "code": record.error_code, "job_id": job.id}},
-                status_code=status,
-            )
+            error = AsrError(record.error or record.state.value)
+            error.code = record.error_code or record.state.value
+            # the status of the error the job met, as if it had been met before the job queued
+            error.http_status = status_of(error.code, default=500)
+            return error_response(error, job_id=job.id)
         return openai_body(record.result, response_format, settings)
 
     @router.post("/v1/jobs", status_code=202)
     async def create_job(
+        request: Request,
         user: User,
         file: Annotated[UploadFile, File()],
         kind: Annotated[str, Form()] = "transcribe",
@@ -328,8 +336,8 @@ def create_api(engine: Engine, settings: Settings) -> FastAPI:
         try:
             job_kind = JobKind(kind)
         except ValueError:
-            raise HTTPException(400, "kind must be transcribe or vad") from None
-        record = await submit(file, job_kind, TranscribeOptions(punctuate=punctuate), user)
+            raise RequestError("kind must be transcribe or vad") from None
+        record = await submit(await the_file(request, file), job_kind, TranscribeOptions(punctuate=punctuate), user)
         return job_status(record)
 
     def owned(job_id: str, user: str | None) -> JobRecord:
@@ -340,23 +348,25 @@ def create_api(engine: Engine, settings: Settings) -> FastAPI:
 
     @router.get("/v1/jobs")
     async def list_jobs(user: User, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0):
-        records = await asyncio.to_thread(engine.jobs, limit, offset, user if logins else None)
+        records = await in_pool(read_pool, engine.jobs, limit, offset, user if logins else None)
         return {"object": "list", "data": [job_status(r) for r in records]}
 
     @router.get("/v1/jobs/{job_id}")
     async def get_job(job_id: str, user: User) -> dict[str, Any]:
-        return job_status(await asyncio.to_thread(owned, job_id, user))
+        return job_status(await in_pool(read_pool, owned, job_id, user))
 
     @router.delete("/v1/jobs/{job_id}")
     async def cancel_job(job_id: str, user: User) -> dict[str, Any]:
-        await asyncio.to_thread(owned, job_id, user)
-        return job_status(await asyncio.to_thread(engine.cancel, job_id))
+        await in_pool(read_pool, owned, job_id, user)
+        return job_status(await in_pool(read_pool, engine.cancel, job_id))
 
     @router.get("/v1/jobs/{job_id}/result")
     async def job_result(job_id: str, user: User, format: str = "json") -> Response:
-        record = await asyncio.to_thread(owned, job_id, user)
+        record = await in_pool(read_pool, owned, job_id, user)
         if record.state is not JobState.COMPLETED:
-            raise HTTPException(409, f"job {job_id} is {record.state.value}, not completed")
+            error = AsrError(f"job {job_id} is {record.state.value}, not completed")
+            error.http_status, error.code = 409, "not_completed"
+            raise error
         body, media = render(record.result, format.lower(), settings)
         stem = Path(record.filename).stem or "result"
         ascii_stem = stem.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
@@ -365,15 +375,30 @@ def create_api(engine: Engine, settings: Settings) -> FastAPI:
             "X-Content-Type-Options": "nosniff",
         })
 
+    @router.get("/v1/models")
+    async def list_models(user: User) -> dict[str, Any]:
+        """OpenAI-compatible: the model this deployment serves, with what is loaded behind it."""
+        status = engine.status()
+        loaded = {role: {"id": m["id"], "revision": m["revision"]} for role, m in status.get("models", {}).items()}
+        return {"object": "list", "data": [{
+            "id": MODEL_ID, "object": "model", "created": int(engine.started_at), "owned_by": "asr-service",
+            "ready": engine.ready.is_set(), "profile": settings.models.profile, "loaded": loaded,
+        }]}
+
     @router.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @router.get("/readyz")
     async def readyz() -> Response:
-        if engine.ready.is_set():
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "starting"}, status_code=503)
+        if not engine.ready.is_set():
+            return JSONResponse({"status": "starting", **envelope(EngineNotReadyError("the models are loading"))},
+                                status_code=503)
+        try:
+            engine.store.check()  # stats only: cheap enough for the event loop
+        except AsrError as e:
+            return JSONResponse({"status": "unavailable", **envelope(e)}, status_code=e.http_status)
+        return JSONResponse({"status": "ready"})
 
     if settings.server.metrics:
         from asr.metrics import ServiceMetrics
@@ -382,8 +407,12 @@ def create_api(engine: Engine, settings: Settings) -> FastAPI:
 
         @router.get("/metrics", include_in_schema=False)
         async def prometheus_metrics(user: User) -> Response:
-            body, content_type = await asyncio.to_thread(metrics.render)  # reads SQLite
+            body, content_type = await in_pool(read_pool, metrics.render)  # reads SQLite
             return Response(body, media_type=content_type)
+
+    @router.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    async def unknown_route(rest: str) -> Response:
+        raise NotFoundError(f"no API route /v1/{rest[:100]} (see /v1/docs)")
 
     app.include_router(router)
     return app

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -118,3 +120,91 @@ def test_with_logins_nothing_is_reachable_without_one(test_models, tmp_path, spe
         assert session.post("/login", data={"username": "alice", "password": "correct-horse"}).status_code == 200
         config = json.loads(session.get("/config").text)
         assert config["components"]
+
+
+# ---- files named in UI events -------------------------------------------------------------------------
+
+
+def test_ui_events_may_only_name_files_the_service_handed_out(server, speech_wav):
+    """Mounted into our app, Gradio applies none of its own file checks: an event naming /dev/zero
+    pinned the event loop, one naming a server file got it transcribed or copied into its cache."""
+    from tests.gradio_events import file_data, join, run_event, upload
+
+    work = server.config_path.parent
+    planted = work / "planted.wav"  # on the server, never uploaded
+    planted.write_bytes(speech_wav.read_bytes())
+    fifo = work / "pipe.wav"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    gradio_dir = work / "cache" / "gradio"
+    handed_out = upload(server.url, speech_wav, "mine.wav")
+    before = sorted(p for p in gradio_dir.rglob("*") if p.is_file())
+    link = Path(handed_out).with_name("link.wav")
+    link.symlink_to(planted)  # a link inside the upload folder that leads out of it
+    jobs_before = len(httpx.get(f"{server.url}/v1/jobs").json()["data"])
+    targets = ["/dev/zero", "/dev/urandom", str(planted), str(fifo), str(link), "/etc/passwd",
+               str(Path(handed_out).parent / ".." / ".." / ".." / ".." / "planted.wav"), "http://127.0.0.1:1/x.wav"]
+    for target in targets:
+        for route in ("queue/join", "run/transcribe", "call/transcribe", "api/transcribe"):
+            refused = join(server.url, "transcribe", [[file_data(target)], None, True, ["srt"]], route=route)
+            assert refused.status_code == 403, (target, route, refused.status_code, refused.text[:200])
+            assert refused.json()["error"]["code"] == "forbidden_file"
+        nested = join(server.url, "detect", [{"path": target, "meta": {"_type": "gradio.FileData"}}])
+        assert nested.status_code == 403
+    assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+    link.unlink()
+    assert sorted(p for p in gradio_dir.rglob("*") if p.is_file()) == before  # nothing read into the cache
+    assert len(httpx.get(f"{server.url}/v1/jobs").json()["data"]) == jobs_before
+    # what the service handed out still works
+    assert run_event(server.url, "transcribe", [[file_data(handed_out)], None, True, ["srt"]]).success
+
+
+def test_a_host_name_not_on_the_allow_list_is_refused_everywhere(server):
+    """DNS rebinding: the attacker's name resolves to 127.0.0.1, and its page then sends Host and
+    Origin both naming the attacker, which an Origin-equals-Host check lets through."""
+    rebound = {"Host": "attacker.example:6006", "Origin": "http://attacker.example:6006"}
+    for method, path in (("GET", "/"), ("GET", "/config"), ("GET", "/v1/jobs"), ("POST", "/v1/jobs"),
+                         ("POST", "/gradio_api/upload"), ("GET", "/healthz")):
+        refused = httpx.request(method, f"{server.url}{path}", headers=rebound)
+        assert refused.status_code == 403, (path, refused.status_code)
+        assert refused.json()["error"]["code"] == "forbidden_host"
+    for host in (f"localhost:{server.port}", f"127.0.0.1:{server.port}"):
+        assert httpx.get(f"{server.url}/", headers={"Host": host}).status_code == 200
+
+
+def test_bad_requests_write_no_traceback_and_repeats_are_rate_limited(server):
+    for i in range(25):
+        response = httpx.get(f"{server.url}/gradio_api/queue/data", params={"session_hash": f"random{i}"})
+        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+        httpx.get(f"{server.url}/v1/jobs", headers={"Host": f"rebind{i}.example"})
+    time.sleep(0.5)
+    log = server.log_tail(200_000)
+    assert "Traceback" not in log
+    assert log.count("refused a request for host") == 1  # the other 24 were held back
+
+
+# ---- logins back off -------------------------------------------------------------------------------------
+
+
+def test_failed_logins_back_off_per_user_and_per_client(test_models, tmp_path):
+    overrides = {"server": {"auth": ["alice:correct-horse"], "allowed_hosts": ["asr.example.org"],
+                            "login_max_failures": 3}}
+    with running_server(tmp_path, TEST_MODELS, overrides=overrides) as server:
+        ui = httpx.Client(base_url=server.url)
+        for _ in range(3):
+            assert ui.post("/login", data={"username": "alice", "password": "wrong"}).status_code == 400
+        throttled = ui.post("/login", data={"username": "alice", "password": "correct-horse"})
+        assert throttled.status_code == 429 and throttled.json()["error"]["code"] == "too_many_login_attempts"
+        assert int(throttled.headers["retry-after"]) >= 1
+        # the same user through the API is held back too, even with the right password
+        api = httpx.get(f"{server.url}/v1/jobs", auth=("alice", "correct-horse"))
+        assert api.status_code == 429 and api.headers["retry-after"]
+        time.sleep(float(throttled.headers["retry-after"]) + 0.2)
+        assert ui.post("/login", data={"username": "alice", "password": "correct-horse"}).status_code == 200
+        assert httpx.get(f"{server.url}/v1/jobs", auth=("alice", "correct-horse")).status_code == 200
+        for _ in range(3):
+            assert httpx.get(f"{server.url}/v1/jobs", auth=("mallory", "guess")).status_code == 401
+        assert httpx.get(f"{server.url}/v1/jobs", auth=("mallory", "guess")).status_code == 429
+        assert "failed logins in a row" in server.log_tail(100_000)
+        # a configured name is served; the login form answers through it
+        assert httpx.get(f"{server.url}/", headers={"Host": "asr.example.org"}).status_code == 200

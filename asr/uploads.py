@@ -1,0 +1,179 @@
+"""The files the UI hands out, and the UI's upload route that hands them out.
+
+Gradio, mounted into our FastAPI app rather than launched, would take any server path a UI
+event names. So the service keeps its own register: a file is usable in an event only if our
+upload route wrote it (``ui_upload_route``) or it is a result the UI wrote (``add_result``).
+The register also bounds what uploads keep on disk: a UI upload is removed once its job has
+its own copy (``discard``), or after ``ttl_s`` unused (``sweep``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import stat
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from asr.errors import FileTooLargeError, LoginRequiredError, RequestError, storage_error
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Upload:
+    path: Path
+    size: int
+    at: float
+
+
+class UploadRegistry:
+    """Thread-safe register of the UI's uploads (under ``uploads_dir``) and results (under ``results_dir``)."""
+
+    def __init__(self, uploads_dir: Path, results_dir: Path, ttl_s: float):
+        self.uploads_dir = uploads_dir
+        self.results_dir = results_dir
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._uploads: dict[Path, _Upload] = {}
+        self._results: set[Path] = set()
+
+    # ---- handing out ----------------------------------------------------------------------
+
+    def add_upload(self, path: Path) -> None:
+        real = Path(os.path.realpath(path))
+        with self._lock:
+            self._uploads[real] = _Upload(real, real.stat().st_size, time.monotonic())
+
+    def add_result(self, path: Path) -> None:
+        with self._lock:
+            self._results.add(Path(os.path.realpath(path)))
+
+    def allows(self, path: str) -> bool:
+        """True only for a regular file we handed out that still lies in its folder.
+
+        Checked on the name as given (no link is followed to decide), so a device, a FIFO, a link
+        or a path that leaves the folder is refused before anything opens it."""
+        if not path or "\0" in path or "://" in path:
+            return False
+        candidate = Path(path)
+        if not candidate.is_absolute():
+            return False
+        try:
+            info = os.lstat(candidate)
+        except (OSError, ValueError):
+            return False
+        if not stat.S_ISREG(info.st_mode):
+            return False
+        real = Path(os.path.realpath(candidate))
+        if real != Path(os.path.abspath(candidate)):
+            return False  # a link somewhere on the way
+        with self._lock:
+            if real in self._uploads:
+                return real.is_relative_to(self.uploads_dir)
+            return real in self._results and real.is_relative_to(self.results_dir)
+
+    # ---- taking back ----------------------------------------------------------------------
+
+    def discard(self, path: str | Path) -> None:
+        """Remove a UI upload once its job has its own copy: the file given to the handler and,
+        when Gradio copied it into its cache first, the upload it was copied from."""
+        given = Path(os.path.realpath(path))
+        with self._lock:
+            originals = [u.path for u in self._uploads.values()
+                         if u.path == given or (u.path.name == given.name and u.path.parent.name == given.parent.name)]
+            for original in originals:
+                self._uploads.pop(original, None)
+        gradio_root = self.uploads_dir.parent
+        for file in {given, *originals}:
+            if file.is_relative_to(gradio_root) and not file.is_relative_to(self.results_dir):
+                _remove(file, stop_at=gradio_root)
+
+    def sweep(self) -> int:
+        """Remove uploads unused for ``ttl_s``; returns how many."""
+        cutoff = time.monotonic() - self.ttl_s
+        with self._lock:
+            stale = [u.path for u in self._uploads.values() if u.at < cutoff]
+            for path in stale:
+                del self._uploads[path]
+        for path in stale:
+            _remove(path, stop_at=self.uploads_dir)
+        if stale:
+            logger.info("removed %d UI upload(s) unused for %g s", len(stale), self.ttl_s)
+        return len(stale)
+
+    def stored_bytes(self) -> int:
+        with self._lock:
+            return sum(u.size for u in self._uploads.values())
+
+    def start_sweeper(self, stop: threading.Event) -> threading.Thread:
+        def run() -> None:
+            while not stop.wait(min(60.0, max(1.0, self.ttl_s / 4))):
+                try:
+                    self.sweep()
+                except Exception:
+                    logger.exception("the upload sweep failed")
+
+        thread = threading.Thread(target=run, name="upload-sweeper", daemon=True)
+        thread.start()
+        return thread
+
+
+def _remove(path: Path, stop_at: Path) -> None:
+    """Delete a file, then its parent folders while they are empty, up to ``stop_at``."""
+    path.unlink(missing_ok=True)
+    parent = path.parent
+    while parent != stop_at and parent.is_relative_to(stop_at):
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+        parent = parent.parent
+
+
+def add_ui_upload_route(app: Any, registry: UploadRegistry, max_file_bytes: int,
+                        ui_user: Callable[[Any], str | None], logins_on: bool, prefix: str = "/gradio_api") -> None:
+    """Serve Gradio's upload protocol (``POST {prefix}/upload``: multipart ``files`` → a JSON list
+    of server paths) in front of Gradio's own route.
+
+    Gradio's parser does the work (``route_utils.upload_fn``), into a folder of this request's
+    own: whatever goes wrong (too large, a full disk, the client gone) the folder is removed,
+    so nothing partial is left, and the error is the service's own. What succeeds is registered."""
+    from gradio.route_utils import MultiPartException, upload_fn
+
+    async def upload(request: Request) -> Any:
+        if logins_on and ui_user(request) is None:
+            raise LoginRequiredError("log in first")
+        staging = registry.uploads_dir / uuid.uuid4().hex
+        try:
+            try:
+                staging.mkdir(parents=True)
+                paths, _, _ = await upload_fn(request, str(staging), max_file_bytes, None, force_move=True)
+            except MultiPartException as e:
+                if "maximum allowed size" in e.message:
+                    raise FileTooLargeError(
+                        f"the file is larger than the {max_file_bytes // (1 << 20)} MB limit") from None
+                raise RequestError(f"the upload could not be read: {e.message}") from None
+            except HTTPException as e:
+                raise RequestError(f"the upload could not be read: {e.detail}") from None
+            except OSError as e:
+                raise storage_error(e, "the upload could not be kept", staging) from e
+            for path in paths:
+                registry.add_upload(Path(path))
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return JSONResponse(paths)
+
+    app.add_api_route(f"{prefix}/upload", upload, methods=["POST"], include_in_schema=False)
+
