@@ -38,7 +38,7 @@ RUN apt-get update \
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir ${TORCH_SPEC}
 
-COPY pyproject.toml README.md app.py /src/
+COPY pyproject.toml README.md /src/
 COPY asr /src/asr
 RUN pip install --no-cache-dir /src \
     && python -c "import asr, app; print('asr', asr.__version__)"
@@ -77,6 +77,8 @@ COPY --from=build /opt/asr/venv /opt/asr/venv
 # Root-owned and read-only for the service: a compromised process cannot alter the weights.
 COPY --from=models --chown=0:0 /opt/asr/models /opt/asr/models
 COPY config.yaml /etc/asr/config.yaml
+# The web UI: not a Python module of the installed package; asr serve loads it from server.ui_path.
+COPY app.py /opt/asr/app.py
 
 # Offline at run time: no hub look-ups, no telemetry. Settings come from the config file and
 # ASR_* variables (e.g. -e ASR_QUEUE__MAX_SIZE=16, -e ASR_SERVER__AUTH='["alice:secret"]').
@@ -86,6 +88,7 @@ ENV PATH=/opt/asr/venv/bin:$PATH \
     MODELSCOPE_CACHE=/opt/asr/models \
     ASR_SERVER__HOST=0.0.0.0 \
     ASR_SERVER__PORT=6006 \
+    ASR_SERVER__UI_PATH=/opt/asr/app.py \
     ASR_STORAGE__STATE_DIR=/var/lib/asr \
     ASR_STORAGE__CACHE_DIR=/var/cache/asr \
     HOME=/var/cache/asr \

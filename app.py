@@ -1,33 +1,29 @@
-"""The web app: a Gradio Blocks UI over the engine, served with the HTTP API in one process.
+"""The web app's UI: Gradio Blocks over the engine, one function per tab.
 
-    .venv/bin/asr serve [--config FILE]      # or: .venv/bin/python app.py
+    .venv/bin/python app.py [--config FILE]      # or: .venv/bin/asr serve
 
-Thin by design: every tab calls the engine (asr.engine.Engine) and shows what it returns.
-This is the only module that imports Gradio.
+Thin by design: every tab calls the engine (asr.service.engine.Engine) and shows what it returns.
+The server (asr.service.server) takes ``build_ui`` as its UI factory and serves it with the API;
+nothing in the package imports this module.
 """
 
 
-import argparse
-import faulthandler
 import logging
 import os
 import shutil
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from asr.config import Settings, load_settings
-from asr.engine import Engine
+from asr.config import Settings
+from asr.core.writers import VAD_WRITERS, WRITERS, format_timestamp
 from asr.errors import AsrError, EngineBusyError, storage_error
-from asr.health import HealthCheck, ensure_port_free, local_url
-from asr.jobs import JobKind, JobRecord, JobState
-from asr.notify import Notifier, Watchdog
+from asr.service.engine import Engine
+from asr.service.jobs import JobKind, JobRecord, JobState
 from asr.types import TranscribeOptions, Transcript, VadResult
-from asr.writers import VAD_WRITERS, WRITERS, format_timestamp
 
 logger = logging.getLogger("asr.app")
 
@@ -54,17 +50,10 @@ def friendly(error: BaseException) -> Exception:
     return gr.Error("Internal error while handling this request; the details are in the service log.", print_exception=False)
 
 
-def outputs_dir() -> Path:
-    """Files the UI offers for download live in Gradio's own temp dir, which it serves and sweeps."""
-    root = Path(os.environ.get("GRADIO_TEMP_DIR") or "/tmp/gradio") / "results"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
 def write_result_files(record: JobRecord, formats: list[str], settings: Settings, registry: Any) -> list[str]:
     """The job's result as download files; raises StorageFullError / StorageUnavailableError
     (nothing partial is left) when they cannot be written. The job itself is done and saved."""
-    directory = outputs_dir() / record.id
+    directory = registry.results_dir / record.id
     stem = Path(record.filename).stem or "audio"
     paths = []
     try:
@@ -193,15 +182,22 @@ def upload_box(**kwargs: Any):
     return box
 
 
-def build_ui(engine: Engine, settings: Settings, registry: Any):
-    """The Gradio Blocks app: Transcribe, VAD, History and System tabs.
+@dataclass(frozen=True)
+class _Tab:
+    """What every tab works with."""
 
-    ``registry`` (asr.uploads.UploadRegistry) is told of every result file written, and of every
-    upload a job has copied, which it then removes."""
+    engine: Engine
+    settings: Settings
+    registry: Any  # asr.service.uploads.UploadRegistry
+
+    def user_of(self, request: Any) -> str | None:
+        return getattr(request, "username", None) if self.settings.server.auth else None
+
+
+def transcribe_tab(tab: _Tab) -> None:
+    """Upload or record, transcribe, read the text and download subtitles."""
     gr = _gradio()
-
-    def user_of(request: gr.Request | None) -> str | None:
-        return getattr(request, "username", None) if settings.server.auth else None
+    engine, settings, registry = tab.engine, tab.settings, tab.registry
 
     # inputs order must match handler signature
     def transcribe(files, recording, punctuate, formats, request: gr.Request, progress=gr.Progress()):
@@ -209,17 +205,16 @@ def build_ui(engine: Engine, settings: Settings, registry: Any):
         if not given:
             raise gr.Error("Upload a file or record from the microphone first.", print_exception=False)
         names = {Path(f): getattr(f, "orig_name", None) or Path(f).name for f in given}
-        paths = list(names)
         formats = [f for f in (formats or []) if f in WRITERS] or ["srt"]
         jobs, refused = [], []
-        for path in paths:
+        for path, name in names.items():
             try:
-                jobs.append(engine.submit(path, names[path], JobKind.TRANSCRIBE,
-                                          TranscribeOptions(punctuate=bool(punctuate)), owner=user_of(request)))
+                jobs.append(engine.submit(path, name, JobKind.TRANSCRIBE,
+                                          TranscribeOptions(punctuate=bool(punctuate)), owner=tab.user_of(request)))
             except EngineBusyError as e:
                 if not jobs:
                     raise friendly(e) from None
-                refused.append(f"{names[path]}: {e}")
+                refused.append(f"{name}: {e}")
             except Exception as e:
                 raise friendly(e) from None
             finally:
@@ -242,12 +237,35 @@ def build_ui(engine: Engine, settings: Settings, registry: Any):
         full_text = "\n\n".join(r.result.text for r in records if r.state is JobState.COMPLETED)
         return full_text, "\n\n".join(texts), files, "\n\n".join(notes)
 
+    with gr.Tab("Transcribe", id="transcribe"):
+        with gr.Row():
+            with gr.Column():
+                files = upload_box(label="Audio or video files", file_count="multiple", file_types=AUDIO_TYPES)
+                recording = gr.Audio(label="…or record", sources=["microphone"], type="filepath", format="wav")
+                punctuate = gr.Checkbox(label="Punctuation", value=True)
+                formats = gr.CheckboxGroup(UI_FORMATS, value=["srt", "txt"], label="Files to download")
+                run = gr.Button("Transcribe", variant="primary")
+            with gr.Column():
+                text = gr.Textbox(label="Text", lines=6, buttons=["copy"])
+                sentences = gr.Textbox(label="Sentences with timestamps", lines=10)
+                downloads = gr.File(label="Downloads", file_count="multiple", interactive=False)
+                timings = gr.Markdown()
+        run.click(transcribe, [files, recording, punctuate, formats], [text, sentences, downloads, timings],
+                  concurrency_id="engine", api_visibility="private")
+
+
+def vad_tab(tab: _Tab) -> None:
+    """Speech segments only, as a table and a CSV."""
+    gr = _gradio()
+    engine, settings, registry = tab.engine, tab.settings, tab.registry
+
     def detect(file, request: gr.Request, progress=gr.Progress()):
         if not file:
             raise gr.Error("Upload a file first.", print_exception=False)
         path = Path(file)
         try:
-            job = engine.submit(path, getattr(file, "orig_name", None) or path.name, JobKind.VAD, owner=user_of(request))
+            job = engine.submit(path, getattr(file, "orig_name", None) or path.name, JobKind.VAD,
+                                owner=tab.user_of(request))
         except Exception as e:
             raise friendly(e) from None
         finally:
@@ -262,8 +280,27 @@ def build_ui(engine: Engine, settings: Settings, registry: Any):
         written, problem = result_files_or_note(record, ["csv"], settings, registry)
         return rows, written, summary + (f"  \n{problem}" if problem else "")
 
+    with gr.Tab("VAD", id="vad"):
+        with gr.Row():
+            with gr.Column():
+                vad_file = upload_box(label="Audio or video file", file_types=AUDIO_TYPES)
+                vad_run = gr.Button("Find speech", variant="primary")
+            with gr.Column():
+                vad_summary = gr.Markdown()
+                vad_table = gr.Dataframe(headers=["#", "start", "end", "duration (s)"], interactive=False,
+                                         label="Speech segments")
+                vad_csv = gr.File(label="CSV", file_count="multiple", interactive=False)
+        vad_run.click(detect, [vad_file], [vad_table, vad_csv, vad_summary], concurrency_id="engine",
+                      api_visibility="private")
+
+
+def history_tab(tab: _Tab) -> tuple[Any, Any, Callable[[Any], tuple[Any, Any]]]:
+    """Past jobs, reopened with their files; returns the table, the picker and their refresh."""
+    gr = _gradio()
+    engine, settings, registry = tab.engine, tab.settings, tab.registry
+
     def refresh_history(request: gr.Request):
-        rows = history_rows(engine, user_of(request))
+        rows = history_rows(engine, tab.user_of(request))
         choices = [(f"{r[0]} · {r[1]} · {r[3].split(' ')[0]}", r[6]) for r in rows]
         return rows, gr.update(choices=choices, value=None)
 
@@ -274,7 +311,7 @@ def build_ui(engine: Engine, settings: Settings, registry: Any):
             record = engine.get(job_id)
         except Exception as e:
             raise friendly(e) from None
-        if settings.server.auth and record.owner != user_of(request):
+        if settings.server.auth and record.owner != tab.user_of(request):
             raise gr.Error("No such job.", print_exception=False)
         if record.state is not JobState.COMPLETED:
             return f"{record.filename}: {record.state.value} — {record.error or ''}", [], ""
@@ -287,56 +324,49 @@ def build_ui(engine: Engine, settings: Settings, registry: Any):
         return (record.result.text + "\n\n" + sentences_text(record.result), written,
                 timings_markdown(record) + (f"  \n{problem}" if problem else ""))
 
+    with gr.Tab("History", id="history"):
+        history_refresh = gr.Button("Refresh")
+        history_table = gr.Dataframe(
+            headers=["time", "file", "duration (s)", "state", "RTF", "kind", "id"], interactive=False,
+            label="Past jobs (newest first)",
+        )
+        with gr.Row():
+            history_pick = gr.Dropdown(label="Job", choices=[], interactive=True)
+            history_open = gr.Button("Open")
+        history_text = gr.Textbox(label="Text", lines=10)
+        history_files = gr.File(label="Files", file_count="multiple", interactive=False)
+        history_timings = gr.Markdown()
+        history_refresh.click(refresh_history, None, [history_table, history_pick], api_visibility="private")
+        history_open.click(open_job, [history_pick], [history_text, history_files, history_timings],
+                           api_visibility="private")
+    return history_table, history_pick, refresh_history
+
+
+def system_tab(tab: _Tab) -> Any:
+    """What is loaded and how the workers are doing; returns the panel, for the page load."""
+    gr = _gradio()
+    with gr.Tab("System", id="system"):
+        system_refresh = gr.Button("Refresh")
+        system_info = gr.Markdown()
+        system_refresh.click(lambda: system_markdown(tab.engine), None, system_info, api_visibility="private")
+    return system_info
+
+
+def build_ui(engine: Engine, settings: Settings, registry: Any):
+    """The Gradio Blocks app: Transcribe, VAD, History and System tabs (the server's UI factory).
+
+    ``registry`` (asr.service.uploads.UploadRegistry) is told of every result file written, and of
+    every upload a job has copied, which it then removes."""
+    gr = _gradio()
+    tab = _Tab(engine, settings, registry)
     with gr.Blocks(title="Offline ASR", delete_cache=settings.server.delete_cache_s) as demo:
         gr.Markdown("## Offline speech recognition · Paraformer-large (中文)")
         banner = gr.Markdown()
         with gr.Tabs():
-            with gr.Tab("Transcribe", id="transcribe"):
-                with gr.Row():
-                    with gr.Column():
-                        files = upload_box(label="Audio or video files", file_count="multiple", file_types=AUDIO_TYPES)
-                        recording = gr.Audio(label="…or record", sources=["microphone"], type="filepath", format="wav")
-                        punctuate = gr.Checkbox(label="Punctuation", value=True)
-                        formats = gr.CheckboxGroup(UI_FORMATS, value=["srt", "txt"], label="Files to download")
-                        run = gr.Button("Transcribe", variant="primary")
-                    with gr.Column():
-                        text = gr.Textbox(label="Text", lines=6, buttons=["copy"])
-                        sentences = gr.Textbox(label="Sentences with timestamps", lines=10)
-                        downloads = gr.File(label="Downloads", file_count="multiple", interactive=False)
-                        timings = gr.Markdown()
-                run.click(transcribe, [files, recording, punctuate, formats], [text, sentences, downloads, timings],
-                          concurrency_id="engine", api_visibility="private")
-            with gr.Tab("VAD", id="vad"):
-                with gr.Row():
-                    with gr.Column():
-                        vad_file = upload_box(label="Audio or video file", file_types=AUDIO_TYPES)
-                        vad_run = gr.Button("Find speech", variant="primary")
-                    with gr.Column():
-                        vad_summary = gr.Markdown()
-                        vad_table = gr.Dataframe(headers=["#", "start", "end", "duration (s)"], interactive=False,
-                                                 label="Speech segments")
-                        vad_csv = gr.File(label="CSV", file_count="multiple", interactive=False)
-                vad_run.click(detect, [vad_file], [vad_table, vad_csv, vad_summary], concurrency_id="engine",
-                              api_visibility="private")
-            with gr.Tab("History", id="history"):
-                history_refresh = gr.Button("Refresh")
-                history_table = gr.Dataframe(
-                    headers=["time", "file", "duration (s)", "state", "RTF", "kind", "id"], interactive=False,
-                    label="Past jobs (newest first)",
-                )
-                with gr.Row():
-                    history_pick = gr.Dropdown(label="Job", choices=[], interactive=True)
-                    history_open = gr.Button("Open")
-                history_text = gr.Textbox(label="Text", lines=10)
-                history_files = gr.File(label="Files", file_count="multiple", interactive=False)
-                history_timings = gr.Markdown()
-                history_refresh.click(refresh_history, None, [history_table, history_pick], api_visibility="private")
-                history_open.click(open_job, [history_pick], [history_text, history_files, history_timings],
-                                   api_visibility="private")
-            with gr.Tab("System", id="system"):
-                system_refresh = gr.Button("Refresh")
-                system_info = gr.Markdown()
-                system_refresh.click(lambda: system_markdown(engine), None, system_info, api_visibility="private")
+            transcribe_tab(tab)
+            vad_tab(tab)
+            history_table, history_pick, refresh_history = history_tab(tab)
+            system_info = system_tab(tab)
 
         def on_load(request: gr.Request):
             warning = ""
@@ -351,234 +381,10 @@ def build_ui(engine: Engine, settings: Settings, registry: Any):
     return demo
 
 
-# ---- serving --------------------------------------------------------------------------------------
-
-
-def _sweep(directory: Path) -> None:
-    """Gradio only deletes the temp files of its own process; a crash leaves the rest."""
-    try:
-        if directory.exists():
-            shutil.rmtree(directory, ignore_errors=True)
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise storage_error(e, f"the cache directory {directory} cannot be used (set storage.cache_dir)", directory) from e
-
-
-#: Where the UI's uploads are kept, inside Gradio's temp dir (which its file checks count as uploaded).
-UI_UPLOADS = "ui-uploads"
-
-
-def create_app(settings: Settings, engine: Engine | None = None):
-    """The ASGI app (API + UI) and its engine, not yet started."""
-    cache = settings.storage.cache_path()
-    os.environ["GRADIO_TEMP_DIR"] = str(cache / "gradio")
-    for name in ("gradio", "tmp", "uploads"):
-        _sweep(cache / name)
-    gr = _gradio()
-    from asr.api import create_api
-    from asr.guards import (
-        EventFileGuard,
-        GradioRequestGuard,
-        HostGuard,
-        LoginGuard,
-        LoginThrottle,
-        UploadBudget,
-        UploadGuard,
-        allowed_hosts,
-    )
-    from asr.uploads import UploadRegistry, add_ui_upload_route
-
-    engine = engine or Engine(settings)
-    server = settings.server
-    throttle = LoginThrottle(server.login_max_failures, server.login_max_wait_s)
-    registry = UploadRegistry(cache / "gradio" / UI_UPLOADS, outputs_dir(), settings.storage.ui_upload_ttl_s)
-    registry.start_sweeper(threading.Event())
-    api = create_api(engine, settings, throttle)
-    max_file = int(settings.audio.max_file_mb * 1024 * 1024)
-    gradio_app: list[Any] = []
-
-    def ui_user(request: Any) -> str | None:
-        """The user of the UI's login cookie (Gradio keeps the sessions)."""
-        app = gradio_app[0]
-        token = (request.cookies.get(f"access-token-{app.cookie_id}")
-                 or request.cookies.get(f"access-token-unsecure-{app.cookie_id}"))
-        return app.tokens.get(token)
-
-    # Before the mount, so that it answers in place of Gradio's own upload route.
-    add_ui_upload_route(api, registry, max_file, ui_user, logins_on=bool(server.auth))
-    demo = build_ui(engine, settings, registry)
-    slots = settings.queue.max_size + settings.queue.workers
-    demo.queue(max_size=slots, default_concurrency_limit=slots, api_open=False)
-    theme = gr.themes.Default(font=["system-ui", "Noto Sans CJK SC", "sans-serif"], font_mono=["monospace"])
-    logins = [tuple(entry.split(":", 1)) for entry in server.auth] or None
-    app = gr.mount_gradio_app(
-        api, demo, path="/",
-        auth=logins,
-        max_file_size=max_file,
-        allowed_paths=[],
-        blocked_paths=[str(settings.storage.state_path()), str(cache / "jobs"), str(cache / "uploads")],
-        root_path=server.root_path or None,
-        show_error=False,
-        ssr_mode=False,
-        enable_monitoring=False,
-        footer_links=[],
-        run_history=False,
-        pwa=False,
-        mcp_server=False,
-        theme=theme,
-    )
-    gradio_app.append(next(r.app for r in app.routes if type(getattr(r, "app", None)).__name__ == "App"))
-    # Gradio applies its own file checks (blocked paths, "was it uploaded") only once launch() has
-    # run, which a mounted app never does: make them apply too, behind ours (EventFileGuard).
-    demo.has_launched = True
-    # Added innermost first: every request meets the Host check before anything else.
-    request_cap = int(settings.audio.max_request_mb * 1024 * 1024)
-    budget = UploadBudget(int(settings.storage.max_uploads_mb * 1024 * 1024), registry.stored_bytes)
-    from asr.errors import FileTooLargeError, RequestTooLargeError
-
-    api_cap = min(request_cap, max_file + 64 * 1024)  # one file, plus the multipart framing
-    app.add_middleware(EventFileGuard, allows=registry.allows,
-                       skip=("/v1/", "/gradio_api/upload", "/gradio_api/process_recording", "/login"))
-    app.add_middleware(UploadGuard, budget=budget, limits={
-        "/v1/": (api_cap, lambda: FileTooLargeError(f"the file is larger than the {max_file >> 20} MB limit")),
-        "/gradio_api/upload": (request_cap, lambda: RequestTooLargeError(
-            f"the upload is larger than the {request_cap >> 20} MB a request may send; send fewer files at once")),
-        "/gradio_api/process_recording": (max_file, lambda: FileTooLargeError(
-            f"the recording is larger than the {max_file >> 20} MB limit")),
-    })
-    event_names = {fn.api_name for fn in demo.fns.values() if fn.api_name}
-    app.add_middleware(GradioRequestGuard, known_session=lambda s: s in demo._queue.pending_messages_per_session,
-                       known_event=event_names.__contains__)
-    app.add_middleware(LoginGuard, throttle=throttle)
-    app.add_middleware(HostGuard, hosts=allowed_hosts(server.host, server.allowed_hosts),
-                       allowed_origins=tuple(server.allowed_origins))
-    return app, engine
-
-
-def start_engine_in_background(engine: Engine) -> threading.Thread:
-    def load() -> None:
-        try:
-            engine.start()
-        except Exception:
-            logger.critical("the engine could not start", exc_info=True)
-            logging.shutdown()
-            os._exit(3)
-
-    thread = threading.Thread(target=load, name="engine-start", daemon=True)
-    thread.start()
-    return thread
-
-
-def announce_when_ready(engine: Engine, server: Any, notifier: Notifier, settings: Settings) -> Callable[[], None]:
-    """Tell systemd READY=1 once the models are warmed AND the port listens, then start the
-    health-gated watchdog. Nothing is sent if either never happens (the unit then times out).
-    Returns the function that stops the watchdog, for the shutdown."""
-    stopped = threading.Event()
-    lock = threading.Lock()
-    watchdogs: list[Watchdog] = []
-
-    def run() -> None:
-        while not (engine.ready.is_set() and server.started):
-            if server.should_exit or stopped.is_set():
-                return
-            time.sleep(0.1)
-        url = local_url(settings.server.host, settings.server.port)
-        status = f"ready: models loaded in {engine.load_seconds:.1f} s, serving on {url}"
-        with lock:
-            if stopped.is_set():
-                return
-            notifier.ready(status)
-            if notifier.watchdog_interval_s:
-                watchdog = Watchdog(notifier, HealthCheck(engine, url, settings.server.health_timeout_s), status)
-                watchdog.start()
-                watchdogs.append(watchdog)
-
-    def stop() -> None:
-        with lock:
-            stopped.set()
-        for watchdog in watchdogs:
-            watchdog.stop()
-
-    threading.Thread(target=run, name="sd-notify", daemon=True).start()
-    return stop
-
-
-def serve(
-    settings: Settings,
-    engine: Engine | None = None,
-    notifier: "Notifier | None" = None,
-    on_stop: "Callable[[], None] | None" = None,
-) -> int:
-    """Run the web app and API until stopped.
-
-    ``asr serve --ray`` passes an engine whose workers are Ray actors (and what to shut down after);
-    everything else, systemd readiness and the watchdog included, is the same."""
-    import uvicorn
-
-    from asr.model_files import locate_all
-
-    notifier = notifier or Notifier.from_environment()  # read first: it also hides NOTIFY_SOCKET from children
-    # A service that hangs (start-up that never ends, a wedged worker) is diagnosed from outside:
-    # `systemctl kill -s USR1 asr` writes every thread's stack to the journal and the service goes on.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
-    # Fail fast, with the fix, before anything slow: a taken port, missing model files.
-    ensure_port_free(settings.server.host, settings.server.port)
-    if engine is None:
-        locate_all(settings)
-        notifier.status("loading the models")
-    # Starlette spools uploads through tempfile: keep them on our own disk, not a tmpfs /tmp.
-    import tempfile
-
-    os.environ["TMPDIR"] = str(settings.storage.cache_path() / "tmp")
-    tempfile.tempdir = None
-    # Models load while the UI is built: the two overlap on the cores and start-up is shorter.
-    engine = engine or Engine(settings)
-    start_engine_in_background(engine)
-    app, engine = create_app(settings, engine)
-    logger.info("serving on http://%s:%d (UI and API)", settings.server.host, settings.server.port)
-    config = uvicorn.Config(app, host=settings.server.host, port=settings.server.port, log_level="warning",
-                            timeout_graceful_shutdown=10)
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            if not self.should_exit:  # tell systemd at once, not after the graceful shutdown
-                notifier.stopping("stopping: waiting jobs become interrupted")
-            super().handle_exit(sig, frame)
-
-    server = Server(config)
-    stop_watchdog = announce_when_ready(engine, server, notifier, settings)
-    # uvicorn re-raises SIGTERM once it has shut down; with the default handler that would kill
-    # the process before the engine is stopped. The stop is clean, so exit 0 instead.
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    try:
-        server.run()
-    finally:
-        stop_watchdog()
-        engine.stop()
-        if on_stop is not None:
-            on_stop()
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Offline ASR web app and API")
-    parser.add_argument("--config", metavar="FILE", help="config file (default: $ASR_CONFIG or ./config.yaml)")
-    parser.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port (default from config: 6006)")
-    args = parser.parse_args(argv)
-    from asr.logs import setup_logging
-
-    overrides: dict[str, Any] = {}
-    if args.host or args.port:
-        overrides["server"] = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
-    try:
-        settings = load_settings(args.config, **overrides)
-        setup_logging(settings.log_level)
-        return serve(settings)
-    except AsrError as e:
-        print(f"asr serve: error: {e}", file=sys.stderr)
-        return 2
+# ---- entry point -----------------------------------------------------------------------------------
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from asr.service.server import main
+
+    sys.exit(main(ui=build_ui))

@@ -21,22 +21,22 @@ __all__ = [
 ]
 
 _EXPORTS = {
-    "Pipeline": "asr.pipeline",
+    "Pipeline": "asr.core.pipeline",
     "Settings": "asr.config",
     "load_settings": "asr.config",
     "Transcript": "asr.types",
     "TranscribeOptions": "asr.types",
     "VadResult": "asr.types",
-    "WRITERS": "asr.writers",
-    "load_models": "asr.loading",
+    "WRITERS": "asr.core.writers",
+    "load_models": "asr.models.loading",
 }
 
 if TYPE_CHECKING:
     from asr.config import Settings, load_settings
-    from asr.loading import load_models
-    from asr.pipeline import Pipeline
+    from asr.models.loading import load_models
+    from asr.core.pipeline import Pipeline
     from asr.types import TranscribeOptions, Transcript, VadResult
-    from asr.writers import WRITERS
+    from asr.core.writers import WRITERS
 
 
 def __getattr__(name: str) -> Any:

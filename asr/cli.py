@@ -158,7 +158,7 @@ def _reason(error: Exception) -> str:
 
 
 def _formats(spec: str, registry: dict) -> list[str]:
-    from asr.writers import parse_formats
+    from asr.core.writers import parse_formats
 
     try:
         return parse_formats(spec, registry)
@@ -172,7 +172,7 @@ def _error_line(path: Path, error: BaseException) -> str:
 
 
 def cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
-    from asr.writers import WRITERS
+    from asr.core.writers import WRITERS
 
     formats = _formats(args.format, WRITERS)
     if settings.models.profile == "vad":
@@ -208,7 +208,7 @@ def cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_vad(args: argparse.Namespace, settings: Settings) -> int:
-    from asr.writers import VAD_WRITERS
+    from asr.core.writers import VAD_WRITERS
 
     formats = _formats(args.format, VAD_WRITERS)
     settings = settings.model_copy(update={"models": settings.models.model_copy(update={"profile": "vad"})})
@@ -239,14 +239,14 @@ def cmd_vad(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _load_pipeline(settings: Settings):
-    from asr.loading import load_models
-    from asr.pipeline import Pipeline
+    from asr.models.loading import load_models
+    from asr.core.pipeline import Pipeline
 
     return Pipeline(load_models(settings), settings)
 
 
 def cmd_download(args: argparse.Namespace, settings: Settings) -> int:
-    from asr.download import download_models
+    from asr.models.download import download_models
 
     for report in download_models(settings):
         state = "downloaded" if report.downloaded else "already complete (no network used)"
@@ -255,8 +255,8 @@ def cmd_download(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from asr.download import verify_models
-    from asr.model_files import LOCAL_NOTE, is_local
+    from asr.models.download import verify_models
+    from asr.models.files import LOCAL_NOTE, is_local
 
     for manifest in verify_models(settings):
         local = f"; {LOCAL_NOTE}" if is_local(manifest) else ""
@@ -270,7 +270,7 @@ def gather_info(settings: Settings) -> dict[str, Any]:
     import platform
 
     from asr import __version__
-    from asr.model_files import check_required_files, locate_model, roles_for_profile
+    from asr.models.files import check_required_files, locate_model, roles_for_profile
 
     info: dict[str, Any] = {
         "asr_service": __version__,
@@ -283,7 +283,7 @@ def gather_info(settings: Settings) -> dict[str, Any]:
     try:
         import torch
 
-        from asr.loading import resolve_device
+        from asr.models.loading import resolve_device
 
         info["torch"] = torch.__version__
         info["cuda_available"] = torch.cuda.is_available()
@@ -291,7 +291,7 @@ def gather_info(settings: Settings) -> dict[str, Any]:
         info["device"] = str(device)
     except AsrError as e:
         info["device"] = f"error: {e}"
-    from asr.funasr_import import funasr_version
+    from asr.models.funasr_import import funasr_version
 
     info["funasr"] = funasr_version()
     info.update(_precision_info(settings.runtime.precision, device))
@@ -314,7 +314,7 @@ def _precision_info(setting: str, device: torch.device | None) -> dict[str, str]
     info = {"precision": setting, "precision_setting": setting}
     if device is None:
         return info
-    from asr.precision import resolve_precision
+    from asr.models.precision import resolve_precision
 
     try:
         info["precision"], info["precision_reason"] = resolve_precision(setting, device)
@@ -343,8 +343,8 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_bundle(args: argparse.Namespace, settings: Settings) -> int:
-    from asr.bundle import create_bundle
-    from asr.model_files import LOCAL_NOTE, LOCAL_SOURCE, MANIFEST_NAME
+    from asr.models.bundle import create_bundle
+    from asr.models.files import LOCAL_NOTE, LOCAL_SOURCE, MANIFEST_NAME
 
     summary = create_bundle(settings, args.out)
     local = [model for model in summary.models if model.get("source") == LOCAL_SOURCE]
@@ -364,8 +364,8 @@ def cmd_bundle(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_install_bundle(args: argparse.Namespace, settings: Settings) -> int:
-    from asr.bundle import install_bundle
-    from asr.model_files import LOCAL_NOTE
+    from asr.models.bundle import install_bundle
+    from asr.models.files import LOCAL_NOTE
 
     for report in install_bundle(settings, args.bundle_file, args.sha256):
         state = "installed" if report.installed else "already installed (identical)"
@@ -375,7 +375,7 @@ def cmd_install_bundle(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    from asr.check import preflight
+    from asr.service.check import preflight
 
     results = preflight(settings, args.config)
     for result in results:
@@ -392,22 +392,22 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.check:
         return cmd_check(args, settings)
     if args.ray:
-        from asr.batch import ray_module
+        from asr.scaleout.batch import ray_module
 
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
         settings = settings.model_copy(update={"server": settings.server.model_copy(update=overrides)})
         return ray_module().serve(settings, address=args.ray, workers=args.workers,
                                   gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker)
-    import app  # the web app lives beside the package: the only place Gradio is imported
+    from asr.service.server import load_ui, serve
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
     if overrides:
         settings = settings.model_copy(update={"server": settings.server.model_copy(update=overrides)})
-    return app.serve(settings)
+    return serve(settings, load_ui(settings))
 
 
 def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
-    from asr.batch import run_cli
+    from asr.scaleout.batch import run_cli
 
     return run_cli(args, settings)
 

@@ -163,6 +163,9 @@ class ServerConfig(_Section):
     same-origin requests and non-browser clients are always accepted."""
     root_path: str = ""
     """Set when a reverse proxy serves the app under a sub-path, e.g. /asr."""
+    ui_path: Path | None = None
+    """The web UI (this release's app.py) for ``asr serve``. Empty: the app.py beside the package, as in
+    a checkout or an editable install; a regular install names it, e.g. /opt/asr/src/app.py."""
     delete_cache_s: tuple[int, int] = (3600, 24 * 3600)
     """Gradio's temp-file sweep: (every N s, files older than M s); M must exceed the longest wait + run."""
     metrics: bool = True
@@ -175,6 +178,8 @@ class ServerConfig(_Section):
     """Failed logins (per user and per client address) before each further try must wait."""
     login_max_wait_s: float = Field(300, gt=0)
     """The longest wait the login back-off imposes (it doubles with every failure past the limit)."""
+
+    _check_ui_path = field_validator("ui_path", mode="before")(_optional_path)
 
     @field_validator("auth")
     @classmethod
@@ -260,7 +265,7 @@ def _absolutise(data: Any, base: Path, key: str = "") -> Any:
     return data
 
 
-_PATH_KEYS = {"cache_dir", "path", "state_dir"}
+_PATH_KEYS = {"cache_dir", "path", "state_dir", "ui_path"}
 
 
 def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:

@@ -57,7 +57,7 @@ def service_cache(models_root: Path) -> Path:
 
 def model_dirs(root: Path) -> dict[str, Path]:
     from asr.config import ModelsConfig
-    from asr.model_files import locate_model
+    from asr.models.files import locate_model
 
     models = ModelsConfig(cache_dir=root)
     return {role: locate_model(models, role).directory for role in ("asr", "vad", "punc")}
@@ -149,9 +149,9 @@ def run_one(mode: str, audio: str, models_root: str, result_path: str) -> None:
         timings = {}
     else:
         from asr.config import load_settings
-        from asr.loading import load_models
-        from asr.pipeline import Pipeline
-        from asr.writers import WRITERS
+        from asr.models.loading import load_models
+        from asr.core.pipeline import Pipeline
+        from asr.core.writers import WRITERS
 
         settings = load_settings(None, models={"cache_dir": models_root},
                                  runtime={"device": "cpu", "precision": mode},
@@ -178,7 +178,7 @@ def measure(mode: str, audio: Path, models_root: Path) -> dict:
         python = str(ONNX_VENV / "bin" / "python")
         decoded = audio.with_suffix(".16k.npy")
         if not decoded.exists():
-            from asr.audio import load_audio
+            from asr.core.audio import load_audio
             import numpy as np
 
             np.save(decoded, load_audio(audio))

@@ -64,8 +64,8 @@ def transcribe_all(wav_scp: dict[str, str], config: str | None, precision: str |
     sys.path.insert(0, str(REPO))
     from asr.config import load_settings
     from asr.errors import AsrError
-    from asr.loading import load_models
-    from asr.pipeline import Pipeline
+    from asr.models.loading import load_models
+    from asr.core.pipeline import Pipeline
 
     overrides = {"runtime": {"precision": precision}} if precision else {}
     settings = load_settings(config, **overrides)

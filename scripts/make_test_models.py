@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from asr.config import ModelsConfig  # noqa: E402
-from asr.model_files import (  # noqa: E402
+from asr.models.files import (  # noqa: E402
     TEST_MODEL_MARKER,
     download_target,
     manifest_matches,
@@ -142,7 +142,7 @@ def _deep_update(base: dict, extra: dict) -> dict:
 def _build_and_save(config: dict, tokens: list[str], out: Path, seed: int) -> int:
     import torch
 
-    from asr.funasr_import import import_registered, registry
+    from asr.models.funasr_import import import_registered, registry
 
     import_registered(config["model"], config.get("encoder"), config.get("decoder"), config.get("predictor"))
     model_class = registry().model_classes[config["model"]]

@@ -34,7 +34,7 @@ def speak(sentences: list[str], to_16k: bool = False) -> tuple[list[np.ndarray],
             wav = Path(tmp) / f"{i}.wav"
             subprocess.run(["espeak-ng", "-v", "cmn", "-s", "160", "-w", str(wav), text], check=True)
             if to_16k:
-                from asr.audio import load_audio
+                from asr.core.audio import load_audio
 
                 audio, rate = load_audio(wav), 16000
             else:

@@ -42,14 +42,14 @@ def settings(test_models):
 
 @pytest.fixture(scope="session")
 def models(settings):
-    from asr.loading import load_models
+    from asr.models.loading import load_models
 
     return load_models(settings)
 
 
 @pytest.fixture(scope="session")
 def pipeline(models, settings):
-    from asr.pipeline import Pipeline
+    from asr.core.pipeline import Pipeline
 
     return Pipeline(models, settings)
 
@@ -63,7 +63,7 @@ def espeak(text: str, path: Path, speed: int = 150) -> Path:
 
 
 def read_16k(path: Path) -> np.ndarray:
-    from asr.audio import load_audio
+    from asr.core.audio import load_audio
 
     return load_audio(path)
 

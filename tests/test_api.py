@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from asr.engine import Engine
-from asr.jobs import JobState
+from asr.service.engine import Engine
+from asr.service.jobs import JobState
 from tests.test_engine import GatedPipeline, make_settings
 
 
@@ -23,14 +23,15 @@ def free_port() -> int:
 
 
 class Server:
-    """app.create_app served by uvicorn in a thread, on a free loopback port."""
+    """The server's create_app, with app.py's UI, served by uvicorn in a thread on a free loopback port."""
 
     def __init__(self, settings, engine):
         import uvicorn
 
-        from app import create_app
+        from app import build_ui
+        from asr.service.server import create_app
 
-        self.app, self.engine = create_app(settings, engine)
+        self.app, self.engine = create_app(settings, build_ui, engine)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))

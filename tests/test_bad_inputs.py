@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from asr import errors
-from asr.engine import Engine
-from asr.jobs import JobState
+from asr.service.engine import Engine
+from asr.service.jobs import JobState
 from tests import audio_samples as A
 from tests.test_api import Server
 from tests.test_engine import make_settings
@@ -264,7 +264,7 @@ def test_the_decode_timeout_counts_waiting_for_the_decoder_not_the_consumers_tim
     import time
     from types import SimpleNamespace
 
-    from asr import isolation
+    from asr.core import isolation
 
     consumer_s = [0.0]  # the consumer's time, added to the decoder side's clock
     monkeypatch.setattr(isolation, "time", SimpleNamespace(monotonic=lambda: time.monotonic() + consumer_s[0]))
@@ -279,7 +279,7 @@ def test_the_decode_timeout_counts_waiting_for_the_decoder_not_the_consumers_tim
 
 
 def test_a_decoder_that_takes_too_long_in_all_is_stopped_as_such(settings, speech_wav, monkeypatch):
-    from asr.isolation import probe
+    from asr.core.isolation import probe
 
     monkeypatch.setenv("ASR_DECODER_FAULT", "hang")
     limits = settings.audio.model_copy(update={"isolate_decoder": True, "decode_timeout_s": 1, "decode_stall_s": 60})
@@ -291,15 +291,15 @@ def test_what_the_isolated_decoder_notices_reaches_the_service_log(settings, sam
     """The child logs skipped packets, truncation and NaN samples to its stderr; the service's log must get them."""
     import logging
 
-    from asr.isolation import open_audio
+    from asr.core.isolation import open_audio
 
     limits = settings.audio.model_copy(update={"isolate_decoder": True})
     cut = truncated("speech_wav", 0.5)(samples, tmp_path / "cut.wav")
     nan = copy_of("nan_inf_wav")(samples, tmp_path / "nan.wav")
-    with caplog.at_level(logging.WARNING, logger="asr.isolation"):
+    with caplog.at_level(logging.WARNING, logger="asr.core.isolation"):
         for path in (cut, nan):
             _, chunks = open_audio(path, limits, "user-" + path.name)
             assert sum(len(chunk) for chunk in chunks) > 0
-    logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "asr.isolation")
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "asr.core.isolation")
     assert "user-cut.wav" in logged and "truncated" in logged, logged
     assert "user-nan.wav" in logged and "NaN" in logged, logged

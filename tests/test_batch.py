@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from asr.batch import (
+from asr.scaleout.batch import (
     RESULTS_NAME,
     BatchInput,
     BatchRun,
@@ -25,7 +25,7 @@ from asr.batch import (
 )
 from asr.errors import AsrError, ConfigError
 from asr.types import TranscribeOptions, Transcript
-from asr.writers import WRITERS
+from asr.core.writers import WRITERS
 from tests.conftest import REPO, TEST_CONFIG, with_pauses
 
 FORMATS = ("txt", "srt", "vtt", "tsv", "json")
@@ -337,7 +337,7 @@ def test_asr_batch_command(tmp_path, corpus, test_models):
 
 CORE_IMPORTS = """
 import sys
-import app, asr.api, asr.batch, asr.cli, asr.engine, asr.pipeline, asr.loading
+import app, asr.service.api, asr.scaleout.batch, asr.cli, asr.service.engine, asr.core.pipeline, asr.models.loading
 asr.cli.build_parser().parse_args(["serve"])
 asr.cli.build_parser().parse_args(["batch", "x.wav", "--out", "o"])
 loaded = sorted(m for m in sys.modules if m == "ray" or m.startswith("ray."))

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from asr.bundle import BUNDLE_MANIFEST, BundleError, install_bundle
+from asr.models.bundle import BUNDLE_MANIFEST, BundleError, install_bundle
 from asr.config import load_settings
-from asr.model_files import MANIFEST_NAME, TEST_MODEL_MARKER
+from asr.models.files import MANIFEST_NAME, TEST_MODEL_MARKER
 
 ASR_DIR = "models/iic--speech_paraformer-large-vad-punc_asr_nat-zh-cn-16k-common-vocab8404-pytorch/snapshots/v2.0.4"
 

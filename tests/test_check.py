@@ -43,8 +43,10 @@ def test_check_passes_on_a_good_setup_and_starts_nothing(test_models, tmp_path):
     result = check(write(tmp_path / "config.yaml", test_models), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     found = lines(result)
-    assert set(found) == {"config", "model vad", "model asr", "model punc", "device", "state dir", "cache dir"}
+    assert set(found) == {"config", "web UI", "model vad", "model asr", "model punc", "device", "state dir",
+                          "cache dir"}
     assert all(v.startswith("ok") for v in found.values()), found
+    assert found["web UI"].endswith("app.py")  # the checkout's: the package is installed editable
     assert "sha256-verified" in found["model asr"] and "RANDOM WEIGHTS" in found["model asr"]
     assert "all checks passed" in result.stdout
     assert "serving on" not in result.stderr and not (tmp_path / "state" / "jobs.sqlite3").exists()
@@ -62,7 +64,8 @@ def test_check_names_every_problem(test_models, tmp_path):
     blocker.write_text("not a directory")
     config = write(tmp_path / "config.yaml", models)
     config.write_text(config.read_text().replace("device: cpu", "device: cuda:99").replace(
-        f"state_dir: {tmp_path / 'state'}", f"state_dir: {blocker / 'state'}"))
+        f"state_dir: {tmp_path / 'state'}", f"state_dir: {blocker / 'state'}")
+        + f"server:\n  ui_path: {tmp_path / 'no-such-app.py'}\n")
     result = check(config, tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stdout + result.stderr
     found = lines(result)
@@ -73,7 +76,8 @@ def test_check_names_every_problem(test_models, tmp_path):
     assert found["device"].startswith("FAIL") and "cuda:99" in found["device"]
     assert found["state dir"].startswith("FAIL") and "not writable" in found["state dir"]
     assert found["cache dir"].startswith("ok")
-    assert "4 check(s) failed" in result.stderr
+    assert found["web UI"].startswith("FAIL") and "server.ui_path" in found["web UI"]
+    assert "5 check(s) failed" in result.stderr
 
 
 @pytest.mark.parametrize("text, message", [

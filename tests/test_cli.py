@@ -19,9 +19,9 @@ import pytest
 import soundfile as sf
 
 from asr.config import OutputConfig
-from asr.sentences import tokens_text
+from asr.core.sentences import tokens_text
 from asr.types import Transcript
-from asr.writers import build_cues
+from asr.core.writers import build_cues
 from tests.audio_samples import FAKES, encode
 from tests.conftest import TEST_CONFIG, TEST_MODELS
 from tests.test_writers import SRT_TIME, VTT_TIME, check_cues, parse_cue_blocks
@@ -251,7 +251,7 @@ def test_info_shows_the_precision_auto_resolves_to(test_models, tmp_path):
     """Not "precision auto": the mode the models would run in here, by the rule loading uses."""
     import torch
 
-    from asr.precision import resolve_precision
+    from asr.models.precision import resolve_precision
 
     mode, why = resolve_precision("auto", torch.device("cpu"))
     result = run_asr("info", "--precision", "auto", "--device", "cpu", "--config", TEST_CONFIG, cwd=tmp_path)

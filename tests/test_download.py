@@ -1,4 +1,4 @@
-"""Tests for asr.download: ``asr download`` and ``asr verify``.
+"""Tests for asr.models.download: ``asr download`` and ``asr verify``.
 
 No model hub is reachable from the machines these tests run on, so the download path is
 tested against a local fake ModelScope endpoint (tests/fake_modelscope.py) on 127.0.0.1,
@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from asr.config import Settings
-from asr.download import DownloadReport, download_models, verify_models
+from asr.models.download import DownloadReport, download_models, verify_models
 from asr.errors import DownloadError, ManifestMismatchError, ModelIncompleteError
-from asr.model_files import (
+from asr.models.files import (
     MANIFEST_NAME,
     cache_candidates,
     download_target,
@@ -259,7 +259,7 @@ def test_unresolvable_host_fails_at_once_with_the_whole_reason(
     settings = make_settings(tmp_path, f"http://{host}", retries=3)
     sleeps = Sleeps()
 
-    with caplog.at_level("WARNING", logger="asr.download"), pytest.raises(DownloadError) as info:
+    with caplog.at_level("WARNING", logger="asr.models.download"), pytest.raises(DownloadError) as info:
         download_models(settings, sleep=sleeps)
 
     message = str(info.value)

@@ -11,9 +11,9 @@ import threading
 
 import pytest
 
-from asr.engine import DB_NAME, Engine
+from asr.service.engine import DB_NAME, Engine
 from asr.errors import EngineBusyError, EngineNotReadyError, NotAudioError
-from asr.jobs import JobKind, JobState
+from asr.service.jobs import JobKind, JobState
 from asr.types import TranscribeOptions
 
 

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from asr.engine import DB_NAME, Engine
+from asr.service.engine import DB_NAME, Engine
 from asr.errors import OutOfMemoryError
-from asr.jobs import JobState
+from asr.service.jobs import JobState
 from tests.conftest import TEST_MODELS, with_pauses
 from tests.server import REPO, free_port, start_server, stop_server, write_config
 from tests.test_api import Server
@@ -31,7 +31,7 @@ from tests.test_engine import make_settings
 
 
 def test_out_of_memory_halves_the_batch_and_gives_the_same_result(models, settings, monkeypatch, sentence_clips, caplog):
-    from asr.pipeline import Pipeline
+    from asr.core.pipeline import Pipeline
 
     audio = with_pauses(sentence_clips * 3, 1.0)
     clean = Pipeline(models, settings).transcribe(audio)
@@ -42,7 +42,7 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_result(models, settin
 
 
 def test_out_of_memory_on_one_segment_fails_the_job_clearly(pipeline, models, settings, tmp_path, monkeypatch, speech_wav):
-    from asr.pipeline import Pipeline
+    from asr.core.pipeline import Pipeline
 
     monkeypatch.setenv("ASR_FAULT_INJECT", "oom-always")
     failing = Pipeline(models, settings)
@@ -196,7 +196,7 @@ def _error(response) -> dict:
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
 def test_a_database_deleted_or_replaced_under_the_service_stops_submissions_and_keeps_the_result(
         settings, pipeline, tmp_path, speech_wav, how, caplog):
-    from asr.health import HealthCheck
+    from asr.service.health import HealthCheck
     from tests.test_engine import GatedPipeline
 
     gated = GatedPipeline(pipeline)

@@ -44,7 +44,7 @@ def test_weights_are_the_checkpoints(models):
 
 
 def test_missing_model_names_the_model_and_the_fix(settings, tmp_path):
-    from asr.loading import load_models
+    from asr.models.loading import load_models
 
     with pytest.raises(ModelNotFoundError) as e:
         load_models(settings_for(settings, tmp_path / "empty"))
@@ -53,7 +53,7 @@ def test_missing_model_names_the_model_and_the_fix(settings, tmp_path):
 
 
 def test_checkpoint_missing_parameters_is_refused(settings, test_models, tmp_path):
-    from asr.loading import load_models
+    from asr.models.loading import load_models
 
     cache = copy_models(test_models, tmp_path)
     directory = asr_dir(cache)
@@ -68,7 +68,7 @@ def test_checkpoint_missing_parameters_is_refused(settings, test_models, tmp_pat
 
 
 def test_checkpoint_with_wrong_shapes_is_refused(settings, test_models, tmp_path):
-    from asr.loading import load_models
+    from asr.models.loading import load_models
 
     cache = copy_models(test_models, tmp_path)
     directory = asr_dir(cache)
@@ -81,7 +81,7 @@ def test_checkpoint_with_wrong_shapes_is_refused(settings, test_models, tmp_path
 
 
 def test_truncated_checkpoint_fails_fast_on_the_manifest(settings, test_models, tmp_path):
-    from asr.loading import load_models
+    from asr.models.loading import load_models
 
     cache = copy_models(test_models, tmp_path)
     path = asr_dir(cache) / "model.pt"
@@ -91,7 +91,7 @@ def test_truncated_checkpoint_fails_fast_on_the_manifest(settings, test_models, 
 
 
 def test_unknown_model_class_is_a_clear_error(settings, test_models, tmp_path):
-    from asr.loading import load_models
+    from asr.models.loading import load_models
 
     cache = copy_models(test_models, tmp_path)
     directory = asr_dir(cache)
@@ -105,7 +105,7 @@ def test_unknown_model_class_is_a_clear_error(settings, test_models, tmp_path):
 
 
 def test_old_format_model_dir_is_explained(settings, test_models, tmp_path):
-    from asr.loading import load_models
+    from asr.models.loading import load_models
 
     cache = copy_models(test_models, tmp_path)
     directory = asr_dir(cache)
@@ -116,7 +116,7 @@ def test_old_format_model_dir_is_explained(settings, test_models, tmp_path):
 
 
 def test_explicit_path_wins_over_the_cache(settings, test_models, tmp_path):
-    from asr.model_files import locate_model
+    from asr.models.files import locate_model
 
     directory = asr_dir(test_models)
     elsewhere = tmp_path / "my-asr-model"
@@ -128,7 +128,7 @@ def test_explicit_path_wins_over_the_cache(settings, test_models, tmp_path):
 
 def test_legacy_cache_layout_is_found(settings, test_models, tmp_path):
     """Models cached by modelscope <= 1.37 live in models/<owner>/<name> (dots as ___)."""
-    from asr.model_files import locate_model
+    from asr.models.files import locate_model
 
     spec = settings.models.vad
     legacy = tmp_path / "cache" / "models" / "iic" / spec.id.split("/")[1]
@@ -142,8 +142,8 @@ def test_a_lighter_paraformer_is_a_config_change(settings, test_models, tmp_path
     sys.path.insert(0, str(REPO / "scripts"))
     import make_test_models
 
-    from asr.loading import load_models
-    from asr.pipeline import Pipeline
+    from asr.models.loading import load_models
+    from asr.core.pipeline import Pipeline
 
     light = tmp_path / "small-paraformer"
     make_test_models.build_plain_paraformer(light)
@@ -159,7 +159,7 @@ def test_a_lighter_paraformer_is_a_config_change(settings, test_models, tmp_path
 
 def test_cuda_without_a_gpu_is_a_config_error():
     from asr.errors import ConfigError
-    from asr.loading import resolve_device
+    from asr.models.loading import resolve_device
 
     assert str(resolve_device("cpu")) == "cpu"
     if torch.cuda.is_available():

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from asr.engine import Engine
-from asr.metrics import ServiceMetrics
+from asr.service.engine import Engine
+from asr.service.metrics import ServiceMetrics
 from tests.server import running_server
 from tests.test_engine import GatedPipeline, make_settings
 
@@ -139,7 +139,7 @@ def test_queue_states_cancellations_and_their_log_lines(settings, tmp_path, pipe
         found = samples(metrics.render()[0].decode())
         assert value(found, "asr_queue_depth") == 2 and value(found, "asr_workers", state="busy") == 1
         assert value(found, "asr_jobs", state="queued") == 2 and value(found, "asr_jobs", state="running") == 1
-        with caplog.at_level(logging.INFO, logger="asr.engine"):
+        with caplog.at_level(logging.INFO, logger="asr.service.engine"):
             engine.cancel(queued[0].id)  # cancelled while waiting
             engine.cancel(running.id)  # cancelled while running, at its next batch boundary
             gated.gate.set()

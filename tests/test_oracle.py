@@ -57,7 +57,7 @@ def test_text_equals_funasr_on_long_batched_audio(tmp_path, pipeline, models, se
 
 
 def test_text_equals_funasr_with_fixed_end_silence(tmp_path, models, settings, sentence_clips):
-    from asr.pipeline import Pipeline
+    from asr.core.pipeline import Pipeline
 
     fixed = settings.model_copy(update={"vad": settings.vad.model_copy(update={"max_end_silence_ms": 400})})
     audio = with_pauses(sentence_clips * 2, 0.6)

@@ -86,7 +86,7 @@ def test_progress_reports_stages_and_reaches_one(pipeline, speech_with_pauses):
 def test_asr_progress_follows_recognition_not_reading(pipeline, speech_with_pauses):
     """Reading runs ahead in its own thread; a minute of trailing silence is read long before the
     speech is recognised, so the "asr" progress must stop where the speech ends, not at the end."""
-    from asr.pipeline import _STREAM_SHARE
+    from asr.core.pipeline import _STREAM_SHARE
 
     audio = np.concatenate([speech_with_pauses, np.zeros(16000 * 60, np.float32)])
     seen = []
@@ -107,7 +107,7 @@ def test_timings_and_rtf(pipeline, speech_with_pauses):
 
 def test_batching_does_not_change_the_result(models, settings, speech_with_pauses, sentence_clips):
     """One segment per batch and everything in one batch give the same words and times."""
-    from asr.pipeline import Pipeline
+    from asr.core.pipeline import Pipeline
 
     long_audio = with_pauses(sentence_clips * 3, 1.5)
     alone = Pipeline(models, settings.model_copy(update={"asr": settings.asr.model_copy(update={"batch_frames": 100})}))
@@ -131,9 +131,9 @@ _LONG_RUN = """
 import resource, sys
 import numpy as np
 from asr.config import load_settings
-from asr.loading import load_models
-from asr.pipeline import Pipeline
-from asr.audio import load_audio
+from asr.models.loading import load_models
+from asr.core.pipeline import Pipeline
+from asr.core.audio import load_audio
 minutes = float(sys.argv[1])
 settings = load_settings(sys.argv[2], asr={"batch_frames": 600})
 pipeline = Pipeline(load_models(settings), settings)
@@ -175,8 +175,8 @@ def test_long_audio_is_streamed_not_held(test_models, speech_dir, sentence_clips
 
 
 def test_profiles_load_only_their_models(settings):
-    from asr.loading import load_models
-    from asr.pipeline import Pipeline
+    from asr.models.loading import load_models
+    from asr.core.pipeline import Pipeline
 
     for profile, roles in {"asr": {"asr"}, "asr+punc": {"asr", "punc"}, "vad": {"vad"}}.items():
         s = settings.model_copy(update={"models": settings.models.model_copy(update={"profile": profile})})

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from asr.errors import ConfigError
-from asr.precision import cpu_has_bf16, cpu_has_fast_int8, resolve_precision
+from asr.models.precision import cpu_has_bf16, cpu_has_fast_int8, resolve_precision
 
 
 def with_precision(settings, tmp_path, precision):
@@ -40,8 +40,8 @@ def test_modes_a_cpu_cannot_run_are_config_errors():
 def test_int8_converts_what_it_should_and_caches_it(settings, tmp_path, speech_with_pauses, caplog):
     import torch.ao.nn.quantized.dynamic as nnqd
 
-    from asr.loading import load_models
-    from asr.pipeline import Pipeline
+    from asr.models.loading import load_models
+    from asr.core.pipeline import Pipeline
 
     s = with_precision(settings, tmp_path, "int8")
     first = load_models(s)
@@ -56,7 +56,7 @@ def test_int8_converts_what_it_should_and_caches_it(settings, tmp_path, speech_w
     cached = sorted((tmp_path / "cache" / "converted").glob("*.pt"))
     assert [p.name.split("-")[0] for p in cached] == ["asr", "punc"]
 
-    caplog.set_level(logging.INFO, logger="asr.precision")
+    caplog.set_level(logging.INFO, logger="asr.models.precision")
     second = load_models(s)
     assert "loaded the cached int8 checkpoint" in caplog.text
     a = Pipeline(first, s).transcribe(speech_with_pauses)
@@ -67,13 +67,13 @@ def test_int8_converts_what_it_should_and_caches_it(settings, tmp_path, speech_w
 
 
 def test_a_damaged_cache_is_rebuilt(settings, tmp_path, caplog):
-    from asr.loading import load_models
+    from asr.models.loading import load_models
 
     s = with_precision(settings, tmp_path, "int8")
     load_models(s)
     for path in (tmp_path / "cache" / "converted").glob("asr-*.pt"):
         path.write_bytes(b"not a checkpoint")
-    caplog.set_level(logging.WARNING, logger="asr.precision")
+    caplog.set_level(logging.WARNING, logger="asr.models.precision")
     models = load_models(s)
     assert "ignoring the converted checkpoint" in caplog.text
     assert models.asr.module.encoder is not None
@@ -82,8 +82,8 @@ def test_a_damaged_cache_is_rebuilt(settings, tmp_path, caplog):
 
 @pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no AVX512_BF16/AMX")
 def test_bf16_runs_with_an_fp32_predictor(settings, tmp_path, speech_with_pauses):
-    from asr.loading import load_models
-    from asr.pipeline import Pipeline
+    from asr.models.loading import load_models
+    from asr.core.pipeline import Pipeline
 
     s = with_precision(settings, tmp_path, "bf16")
     models = load_models(s)
@@ -95,8 +95,8 @@ def test_bf16_runs_with_an_fp32_predictor(settings, tmp_path, speech_with_pauses
 
 
 def test_fast_fbank_matches_kaldi_native_fbank(speech_with_pauses):
-    from asr.fbank import fbank
-    from asr.funasr_import import import_registered
+    from asr.core.fbank import fbank
+    from asr.models.funasr_import import import_registered
 
     import_registered("WavFrontend")
     from funasr.utils import fbank as funasr_fbank
@@ -114,8 +114,8 @@ def test_fast_fbank_matches_kaldi_native_fbank(speech_with_pauses):
 def test_options_the_fast_fbank_lacks_fall_back_to_funasrs_own(speech_with_pauses):
     """A model whose frontend asks for what the fast fbank does not compute (here snip_edges=False, or
     dither) still runs in the reduced modes: FunASR's own fbank answers, not a NotImplementedError."""
-    from asr.fbank import fast_fbank
-    from asr.funasr_import import import_registered
+    from asr.core.fbank import fast_fbank
+    from asr.models.funasr_import import import_registered
 
     import_registered("WavFrontend")
     import funasr.frontends.wav_frontend as frontends
@@ -131,7 +131,7 @@ def test_options_the_fast_fbank_lacks_fall_back_to_funasrs_own(speech_with_pause
 
 
 def test_unpacked_blstm_equals_each_sequence_alone(models):
-    from asr.recognize import Recognizer
+    from asr.core.recognize import Recognizer
 
     recognizer = Recognizer(models.asr, models.device, "fp32")
     blstm = recognizer.predictor.blstm

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from asr.batch import RESULTS_NAME, list_inputs, run_local
+from asr.scaleout.batch import RESULTS_NAME, list_inputs, run_local
 from tests.conftest import REPO, TEST_CONFIG
 from tests.test_batch import FORMATS, make_corpus, manifest_lines, output_files, spec_for
 
@@ -25,7 +25,7 @@ try:
 except ImportError:  # the tests are part of CI: a missing extra is a failure, not a skip
     pytest.fail("Ray is not installed: pip install -e '.[ray]' (scripts/setup.sh --test does)", pytrace=False)
 
-from asr import distributed
+from asr.scaleout import distributed
 
 #: Files longer than this go to the actors as paths (streamed there), shorter ones as decoded audio,
 #: so that both ways are exercised (the corpus has files of 4.5 to 22 s).

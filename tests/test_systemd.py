@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from asr.errors import ConfigError
-from asr.health import ensure_port_free
-from asr.notify import Notifier, Watchdog
+from asr.service.health import ensure_port_free
+from asr.service.notify import Notifier, Watchdog
 from tests.server import REPO, free_port, write_config
 
 UNIT = REPO / "systemd" / "asr.service"

@@ -10,9 +10,9 @@ import re
 import pytest
 
 from asr.config import OutputConfig
-from asr.sentences import tokens_text
+from asr.core.sentences import tokens_text
 from asr.types import Sentence, SpeechSegment, StageTimings, TimedToken, Transcript, VadResult
-from asr.writers import (
+from asr.core.writers import (
     VAD_WRITERS,
     WRITERS,
     Cue,

@@ -22,7 +22,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from asr.jobs import JobRecord, JobState
+from asr.service.jobs import JobRecord, JobState
 
 logger = logging.getLogger(__name__)
 

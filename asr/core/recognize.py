@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from asr.fbank import fast_fbank
-from asr.loading import LoadedModel
-from asr.precision import compute_dtype, cpu_has_bf16
+from asr.core.fbank import fast_fbank
+from asr.models.loading import LoadedModel
+from asr.models.precision import compute_dtype, cpu_has_bf16
 from asr.types import RecognizedSegment
 
 logger = logging.getLogger(__name__)

@@ -57,7 +57,7 @@ from asr.errors import (
     ModelError,
     ModelIncompleteError,
 )
-from asr.model_files import (
+from asr.models.files import (
     LOCAL_NOTE,
     MANIFEST_NAME,
     REQUIRED_FILES,

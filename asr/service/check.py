@@ -16,7 +16,7 @@ from pathlib import Path
 
 from asr.config import Settings, find_config_file
 from asr.errors import AsrError
-from asr.model_files import LOCAL_NOTE, check_model, is_local, locate_model, roles_for_profile
+from asr.models.files import LOCAL_NOTE, check_model, is_local, locate_model, roles_for_profile
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +55,8 @@ def _device(settings: Settings) -> CheckResult:
     try:
         import torch
 
-        from asr.loading import resolve_device
-        from asr.precision import resolve_precision
+        from asr.models.loading import resolve_device
+        from asr.models.precision import resolve_precision
 
         device = resolve_device(settings.runtime.device)
         precision, why = resolve_precision(settings.runtime.precision, device)
@@ -93,9 +93,18 @@ def _free_mib(directory: Path) -> int:
     return stats.f_bavail * stats.f_frsize // 2**20
 
 
+def _ui(settings: Settings) -> CheckResult:
+    from asr.service.server import ui_file
+
+    try:
+        return CheckResult("web UI", True, str(ui_file(settings)))
+    except AsrError as e:
+        return CheckResult("web UI", False, str(e))
+
+
 def preflight(settings: Settings, config_file: str | None = None) -> list[CheckResult]:
     """Every check, in order; each failure says what is wrong and how to fix it."""
-    results = [_config(config_file)]
+    results = [_config(config_file), _ui(settings)]
     results.extend(_model(settings, role) for role in roles_for_profile(settings.models.profile))
     results.append(_device(settings))
     results.append(_writable("state dir", settings.storage.state_path()))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar, TextIO
 
 from asr.config import OutputConfig
-from asr.sentences import tokens_text
+from asr.core.sentences import tokens_text
 from asr.types import Sentence, Transcript, VadResult
 
 _PAUSE_MARKS = frozenset({"，", "、", ",", "；", ";", "：", ":"})

@@ -34,7 +34,7 @@ from asr.errors import (
     StorageFullError,
     StorageUnavailableError,
 )
-from asr.jobs import JobKind, JobRecord, JobState, JobStore
+from asr.service.jobs import JobKind, JobRecord, JobState, JobStore
 from asr.types import TranscribeOptions, Transcript, VadResult
 
 logger = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ class Engine:
 
     def _probe(self, source: Path, name: str) -> None:
         """Refuse an unusable file at once, before it waits in the queue."""
-        from asr.isolation import probe
+        from asr.core.isolation import probe
 
         probe(source, self.settings.audio, name)
 
@@ -292,7 +292,7 @@ class Engine:
         ]
 
     def status(self) -> dict[str, Any]:
-        from asr.loading import describe
+        from asr.models.loading import describe
 
         with self._lock:
             waiting = len(self._waiting)
@@ -464,7 +464,7 @@ def _display_name(filename: str) -> str:
 
 
 def _load_pipeline(settings: Settings):
-    from asr.loading import load_models
-    from asr.pipeline import Pipeline
+    from asr.models.loading import load_models
+    from asr.core.pipeline import Pipeline
 
     return Pipeline(load_models(settings), settings)

@@ -1,6 +1,6 @@
 """Batch transcription of many files into a directory, resumable, with a results manifest.
 
-This module is shared by the local runner (here) and the Ray runner (``asr.distributed``); it never
+This module is shared by the local runner (here) and the Ray runner (``asr.scaleout.distributed``); it never
 imports Ray. The pieces:
 
 * **Inputs** (:func:`list_inputs`): files, directories (recursive, by audio extension) and
@@ -10,7 +10,7 @@ imports Ray. The pieces:
   relative to the listed directory (or the file's stem), without the extension. Ids that would
   collide get a short hash of the input's absolute path appended, so an id never depends on the
   order of the inputs.
-* **Work** (:func:`decode_input`, :func:`transcribe_input`): the same :class:`~asr.pipeline.Pipeline`
+* **Work** (:func:`decode_input`, :func:`transcribe_input`): the same :class:`~asr.core.pipeline.Pipeline`
   as everywhere else; the outcome carries the rendered output files as text.
 * **Recording** (:class:`BatchRun`): only the driver writes. Each output is written to a temporary
   file and renamed into place (a reader never sees half a file), then the input's entry is appended
@@ -48,7 +48,7 @@ import numpy as np
 
 from asr.config import Settings
 from asr.errors import AsrError, ConfigError
-from asr.model_files import sha256_file
+from asr.models.files import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -251,8 +251,8 @@ def decode_input(item: BatchInput, settings: Settings, inline_max_s: float = DEF
     Returns ``(audio, error, decode_s)``: ``audio`` is the whole file as 16 kHz float32, or None when
     the file is longer than ``inline_max_s`` (or of unknown length) and the worker should stream it
     from disk itself; ``error`` is the failure outcome when the file cannot be used."""
-    from asr.isolation import open_audio
-    from asr.pipeline import CHUNK_S
+    from asr.core.isolation import open_audio
+    from asr.core.pipeline import CHUNK_S
 
     started = time.perf_counter()
     try:
@@ -277,7 +277,7 @@ def transcribe_input(
     requested format. Returns the outcome (a JSON-able dict); never raises for a bad file."""
     from asr.errors import FatalDeviceError
     from asr.types import TranscribeOptions
-    from asr.writers import WRITERS
+    from asr.core.writers import WRITERS
 
     started = time.perf_counter()
     try:
@@ -524,7 +524,7 @@ class BatchRun:
 
     # resume
     def output_path(self, item_id: str, fmt: str) -> str:
-        from asr.writers import WRITERS
+        from asr.core.writers import WRITERS
 
         return f"{item_id}.{WRITERS[fmt].extension}"
 
@@ -608,8 +608,8 @@ def run_local(
     with BatchRun(out_dir, items, spec, progress=progress) as run:
         if run.pending:
             if pipeline is None:
-                from asr.loading import load_models
-                from asr.pipeline import Pipeline
+                from asr.models.loading import load_models
+                from asr.core.pipeline import Pipeline
 
                 pipeline = Pipeline(load_models(settings), settings)
             for item in run.pending:
@@ -628,20 +628,20 @@ def default_cpus_per_worker(total_cpus: float, workers: int, decode_cpus: float)
 
 
 def ray_module():
-    """``asr.distributed``, or a ConfigError that says how to install Ray."""
+    """``asr.scaleout.distributed``, or a ConfigError that says how to install Ray."""
     try:
         import ray  # noqa: F401
     except ImportError:
         raise ConfigError("Ray is not installed; install the extra: pip install '.[ray]' "
                           "(or pip install 'asr-service[ray]')") from None
-    import asr.distributed
+    import asr.scaleout.distributed
 
-    return asr.distributed
+    return asr.scaleout.distributed
 
 
 def run_cli(args: Any, settings: Settings) -> int:
     """``asr batch``: the arguments parsed by ``asr.cli``."""
-    from asr.writers import WRITERS, parse_formats
+    from asr.core.writers import WRITERS, parse_formats
 
     try:
         formats = parse_formats(args.format, WRITERS)
@@ -663,7 +663,7 @@ def run_cli(args: Any, settings: Settings) -> int:
             inline_max_s=args.inline_max_s,
         )
     else:
-        from asr.model_files import locate_all
+        from asr.models.files import locate_all
 
         locate_all(settings)  # a missing model fails before the listing is examined
         summary = run_local(items, args.out, settings, spec)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from asr.errors import ConfigError
-from asr.model_files import ModelLocation, read_manifest
+from asr.models.files import ModelLocation, read_manifest
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import logging
 import numpy as np
 import torch
 
-from asr.fbank import fast_fbank
-from asr.loading import LoadedModel
+from asr.core.fbank import fast_fbank
+from asr.models.loading import LoadedModel
 from asr.types import SpeechSegment
 
 logger = logging.getLogger(__name__)

@@ -4,7 +4,7 @@
 * ``POST /v1/jobs``, ``GET /v1/jobs``, ``GET|DELETE /v1/jobs/{id}``, ``GET /v1/jobs/{id}/result`` —
   for hours-long files: submit, poll, fetch in any output format.
 * ``GET /healthz`` (process up), ``GET /readyz`` (models loaded and warmed).
-* ``GET /metrics`` — Prometheus text format (asr.metrics); behind the logins when they are on.
+* ``GET /metrics`` — Prometheus text format (asr.service.metrics); behind the logins when they are on.
 """
 
 
@@ -27,7 +27,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from asr.config import Settings
-from asr.engine import Engine
+from asr.service.engine import Engine
 from asr.errors import (
     AsrError,
     EngineNotReadyError,
@@ -40,10 +40,10 @@ from asr.errors import (
     status_of,
     storage_error,
 )
-from asr.guards import LoginThrottle, envelope, error_headers
-from asr.jobs import JobKind, JobRecord, JobState
+from asr.service.guards import LoginThrottle, envelope, error_headers
+from asr.service.jobs import JobKind, JobRecord, JobState
 from asr.types import TranscribeOptions, Transcript, VadResult
-from asr.writers import VAD_WRITERS, WRITERS
+from asr.core.writers import VAD_WRITERS, WRITERS
 
 logger = logging.getLogger(__name__)
 
@@ -401,7 +401,7 @@ def create_api(engine: Engine, settings: Settings, throttle: LoginThrottle | Non
         return JSONResponse({"status": "ready"})
 
     if settings.server.metrics:
-        from asr.metrics import ServiceMetrics
+        from asr.service.metrics import ServiceMetrics
 
         metrics = ServiceMetrics(engine)
 

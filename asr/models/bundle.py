@@ -42,7 +42,7 @@ from typing import IO, Any
 
 from asr.config import ModelSpec, Settings
 from asr.errors import ModelError, ModelIncompleteError
-from asr.model_files import (
+from asr.models.files import (
     LOCAL_NOTE,
     LOCAL_SOURCE,
     MANIFEST_NAME,

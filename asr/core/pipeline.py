@@ -23,15 +23,15 @@ from typing import Union
 import numpy as np
 import torch
 
-from asr.audio import SAMPLE_RATE
-from asr.batching import plan_batches
-from asr.isolation import open_audio
+from asr.core.audio import SAMPLE_RATE
+from asr.core.batching import plan_batches
+from asr.core.isolation import open_audio
 from asr.config import Settings
 from asr.errors import ConfigError, FatalDeviceError, OutOfMemoryError
-from asr.loading import ModelSet
-from asr.punctuate import Punctuation, Punctuator, join_segment_texts
-from asr.recognize import FRAME_MS, RecognizedSegment, Recognizer
-from asr.sentences import build_sentences, join_words, per_segment_sentences
+from asr.models.loading import ModelSet
+from asr.core.punctuate import Punctuation, Punctuator, join_segment_texts
+from asr.core.recognize import FRAME_MS, RecognizedSegment, Recognizer
+from asr.core.sentences import build_sentences, join_words, per_segment_sentences
 from asr.types import (
     ProgressCallback,
     SpeechSegment,
@@ -40,7 +40,7 @@ from asr.types import (
     Transcript,
     VadResult,
 )
-from asr.vad import VAD_BLOCK_MS, FixedSegmenter, SpeechDetector
+from asr.core.vad import VAD_BLOCK_MS, FixedSegmenter, SpeechDetector
 
 logger = logging.getLogger(__name__)
 

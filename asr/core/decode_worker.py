@@ -1,6 +1,6 @@
 """The decoder child process: probes or decodes one file and streams the result to stdout.
 
-Run by :mod:`asr.isolation`, never by hand. It limits its own address space and CPU time
+Run by :mod:`asr.core.isolation`, never by hand. It limits its own address space and CPU time
 before it imports FFmpeg's libraries, so a decoder bug or a hostile file can only take this
 process down. Frames on stdout: one type byte, a 4-byte big-endian length, the payload:
 ``I`` JSON AudioInfo, ``A`` float32 16 kHz mono samples, ``E`` JSON error, ``D`` done.
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             _test_fault(os.environ["ASR_DECODER_FAULT"])
         import dataclasses
 
-        from asr.audio import probe_audio, stream_audio
+        from asr.core.audio import probe_audio, stream_audio
 
         info = probe_audio(args.path, max_duration_s=args.max_duration, max_file_bytes=args.max_bytes,
                            display_name=args.name)

@@ -1,7 +1,7 @@
 """Probe and decode in a child process with limits, so hostile or broken files cannot hurt the service.
 
 FFmpeg's decoders keep getting memory-safety bugs, and PyAV has crashed this very process on
-a damaged AAC file. Here a child (:mod:`asr.decode_worker`) does the work under an
+a damaged AAC file. Here a child (:mod:`asr.core.decode_worker`) does the work under an
 address-space limit (``audio.decoder_memory_mb``), a CPU-time limit and wall-clock timeouts
 (``audio.decode_timeout_s`` of waiting for it in all, not counting the consumer's time between
 chunks; ``audio.decode_stall_s`` without output), in its own session so that a timeout kills
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from asr import errors
-from asr.audio import AudioInfo, probe_audio, stream_audio
+from asr.core.audio import AudioInfo, probe_audio, stream_audio
 from asr.config import AudioConfig
 from asr.errors import AudioError, DecoderFailedError
 
@@ -46,7 +46,7 @@ class _Child:
         self.limits = limits
         os.stat(path)  # a missing or unreadable file is the caller's OSError, as without isolation
         command = [
-            sys.executable, "-I", "-m", "asr.decode_worker", mode, str(Path(path).resolve()),
+            sys.executable, "-I", "-m", "asr.core.decode_worker", mode, str(Path(path).resolve()),
             "--name", self.name, "--max-duration", str(limits.max_duration_s),
             "--max-bytes", str(int(limits.max_file_mb * 1024 * 1024)), "--chunk-s", str(chunk_s),
             "--memory-mb", str(limits.decoder_memory_mb), "--cpu-s", str(int(limits.decode_timeout_s) + 5),

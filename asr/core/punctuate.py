@@ -6,7 +6,7 @@ import logging
 import re
 import torch
 
-from asr.loading import LoadedModel
+from asr.models.loading import LoadedModel
 from asr.types import Punctuation
 
 logger = logging.getLogger(__name__)

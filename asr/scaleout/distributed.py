@@ -4,7 +4,7 @@ The only module of the package that imports Ray (``pip install .[ray]``); nothin
 service imports this module.
 
 **Batch** (:func:`run_on_ray`): the driver lists the inputs and decides what is pending
-(``asr.batch``), then Ray Data runs
+(``asr.scaleout.batch``), then Ray Data runs
 
     from_items(pending) → map(_decode_row)                 read + decode, in tasks (0.5 CPU each)
                         → map_batches(_Transcriber, ...)   an actor pool; each actor holds one loaded
@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from asr.batch import (
+from asr.scaleout.batch import (
     DEFAULT_INLINE_MAX_S,
     BatchInput,
     BatchRun,
@@ -50,7 +50,7 @@ from asr.batch import (
 )
 from asr.config import Settings
 from asr.errors import AsrError, ConfigError, FatalDeviceError, JobCancelledError
-from asr.health import ensure_port_free
+from asr.service.health import ensure_port_free
 from asr.types import TranscribeOptions
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def plan_resources(
         if gpus_per_worker:
             cpus_per_worker = min(1.0, (total_cpus - decode_cpus) / workers)
         else:
-            from asr.batch import default_cpus_per_worker
+            from asr.scaleout.batch import default_cpus_per_worker
 
             cpus_per_worker = default_cpus_per_worker(total_cpus, workers, decode_cpus)
     if cpus_per_worker <= 0 or workers * cpus_per_worker + decode_cpus > total_cpus + 1e-9:
@@ -149,8 +149,8 @@ def _worker_settings(settings_json: str, threads: int, gpus: float) -> Settings:
 
 
 def _load_pipeline(settings: Settings):
-    from asr.loading import load_models
-    from asr.pipeline import Pipeline
+    from asr.models.loading import load_models
+    from asr.core.pipeline import Pipeline
 
     pipeline = Pipeline(load_models(settings), settings)
     pipeline.warm_up()
@@ -308,8 +308,8 @@ class _EngineWorker:
         self._cancel = threading.Event()
 
     def info(self) -> dict[str, Any]:
-        from asr.batch import worker_name
-        from asr.loading import describe
+        from asr.scaleout.batch import worker_name
+        from asr.models.loading import describe
 
         return {"describe": describe(self.pipeline.models), "node": self.node, "worker": worker_name()}
 
@@ -353,7 +353,7 @@ class _EngineWorker:
 
 
 class _ModelsView:
-    """What ``asr.loading.describe`` reads from a ModelSet, rebuilt from a remote actor's describe()."""
+    """What ``asr.models.loading.describe`` reads from a ModelSet, rebuilt from a remote actor's describe()."""
 
     def __init__(self, info: dict[str, Any] | None):
         info = info or {}
@@ -376,7 +376,7 @@ class _ModelsView:
 
 
 class RayPipeline:
-    """Stands in for a :class:`~asr.pipeline.Pipeline` in the engine: the work happens in a Ray actor.
+    """Stands in for a :class:`~asr.core.pipeline.Pipeline` in the engine: the work happens in a Ray actor.
 
     The engine's worker thread blocks in ``transcribe`` as it would on a local pipeline; meanwhile
     the actor's progress is polled into the engine's callback, and a cancellation is passed on."""
@@ -474,8 +474,8 @@ class RayPipelineFactory:
 
 
 def ray_engine(settings: Settings, plan: Plan):
-    """An :class:`~asr.engine.Engine` whose workers are Ray actors (one per ``plan.workers``)."""
-    from asr.engine import Engine
+    """An :class:`~asr.service.engine.Engine` whose workers are Ray actors (one per ``plan.workers``)."""
+    from asr.service.engine import Engine
 
     settings = settings.model_copy(update={"queue": settings.queue.model_copy(update={"workers": plan.workers})})
     factory = RayPipelineFactory(plan)
@@ -485,9 +485,12 @@ def ray_engine(settings: Settings, plan: Plan):
 def serve(settings: Settings, *, address: str | None = None, workers: int | None = None,
           gpus_per_worker: float | None = None, cpus_per_worker: float | None = None) -> int:
     """``asr serve --ray``: the web app and API of ``asr serve`` on this machine, its queue's workers on Ray."""
-    import app
+    from asr.service.notify import Notifier
+    from asr.service.server import load_ui
+    from asr.service.server import serve as serve_locally
 
-    notifier = app.Notifier.from_environment()  # read first: it also hides NOTIFY_SOCKET from children
+    ui = load_ui(settings)  # before Ray starts: a missing UI is a config error, found at once
+    notifier = Notifier.from_environment()  # read first: it also hides NOTIFY_SOCKET from children
     ensure_port_free(settings.server.host, settings.server.port)  # before Ray and the actors start
     connect(address)
     plan = plan_resources(workers, gpus_per_worker, cpus_per_worker, decode_cpus=0.0,
@@ -496,5 +499,5 @@ def serve(settings: Settings, *, address: str | None = None, workers: int | None
     engine, factory, settings = ray_engine(settings, plan)
     logger.info("engine on Ray: %s", plan.describe())
     # uvicorn re-raises SIGTERM after its shutdown, to the previous handler: Ray's, which exits at
-    # once; app.serve installs a no-op handler first, so the stop stays clean.
-    return app.serve(settings, engine=engine, notifier=notifier, on_stop=factory.shutdown)
+    # once; the server installs a no-op handler first, so the stop stays clean.
+    return serve_locally(settings, ui, engine=engine, notifier=notifier, on_stop=factory.shutdown)

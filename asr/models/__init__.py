@@ -1,0 +1,1 @@
+"""The pinned models: where they live, download, bundle, load, precision conversion, the FunASR shim."""
