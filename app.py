@@ -9,7 +9,6 @@ nothing in the package imports this module.
 
 
 import logging
-import os
 import shutil
 import sys
 import time
@@ -18,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from asr.atomic import write_atomic
 from asr.config import Settings
-from asr.core.writers import VAD_WRITERS, WRITERS, format_timestamp
+from asr.core.writers import VAD_WRITERS, WRITERS, format_timestamp, render
 from asr.errors import AsrError, EngineBusyError, storage_error
 from asr.service.engine import Engine
 from asr.service.jobs import JobKind, JobRecord, JobState
@@ -57,16 +57,10 @@ def write_result_files(record: JobRecord, formats: list[str], settings: Settings
     stem = Path(record.filename).stem or "audio"
     paths = []
     try:
-        directory.mkdir(parents=True, exist_ok=True)
         for fmt in formats:
-            path = directory / f"{stem}.{fmt}"
-            partial = path.with_name(path.name + ".part")
-            with open(partial, "w", encoding="utf-8", newline="") as f:
-                if isinstance(record.result, VadResult):
-                    VAD_WRITERS[fmt].write(record.result, f)
-                else:
-                    WRITERS[fmt].write(record.result, f, settings.output)
-            os.replace(partial, path)
+            rendered = render(record.result, fmt, settings.output, stem)
+            path = directory / rendered.filename
+            write_atomic(path, rendered.body)
             registry.add_result(path)
             paths.append(str(path))
     except OSError as e:

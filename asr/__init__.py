@@ -16,12 +16,14 @@ __all__ = [
     "TranscribeOptions",
     "VadResult",
     "WRITERS",
+    "build_pipeline",
     "load_models",
     "load_settings",
 ]
 
 _EXPORTS = {
     "Pipeline": "asr.core.pipeline",
+    "build_pipeline": "asr.core.pipeline",
     "Settings": "asr.config",
     "load_settings": "asr.config",
     "Transcript": "asr.types",
@@ -33,10 +35,10 @@ _EXPORTS = {
 
 if TYPE_CHECKING:
     from asr.config import Settings, load_settings
-    from asr.models.loading import load_models
-    from asr.core.pipeline import Pipeline
-    from asr.types import TranscribeOptions, Transcript, VadResult
+    from asr.core.pipeline import Pipeline, build_pipeline
     from asr.core.writers import WRITERS
+    from asr.models.loading import load_models
+    from asr.types import TranscribeOptions, Transcript, VadResult
 
 
 def __getattr__(name: str) -> Any:

@@ -172,7 +172,8 @@ def _error_line(path: Path, error: BaseException) -> str:
 
 
 def cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
-    from asr.core.writers import WRITERS
+    from asr.atomic import write_atomic
+    from asr.core.writers import WRITERS, render
 
     formats = _formats(args.format, WRITERS)
     if settings.models.profile == "vad":
@@ -197,10 +198,9 @@ def cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
         stem = _unique_stem(path, used)
         written = []
         for fmt in formats:
-            target = args.out / f"{stem}.{WRITERS[fmt].extension}"
-            with open(target, "w", encoding="utf-8") as f:
-                WRITERS[fmt].write(transcript, f, settings.output)
-            written.append(str(target))
+            rendered = render(transcript, fmt, settings.output, stem)
+            write_atomic(args.out / rendered.filename, rendered.body)
+            written.append(str(args.out / rendered.filename))
         wall = time.perf_counter() - started
         rtf = wall / transcript.duration_s if transcript.duration_s else 0.0
         print(f"{path}: audio {transcript.duration_s:.1f} s, wall {wall:.2f} s, RTF {rtf:.4f} -> {', '.join(written)}")
@@ -208,7 +208,8 @@ def cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_vad(args: argparse.Namespace, settings: Settings) -> int:
-    from asr.core.writers import VAD_WRITERS
+    from asr.atomic import write_atomic
+    from asr.core.writers import VAD_WRITERS, output_name, render
 
     formats = _formats(args.format, VAD_WRITERS)
     settings = settings.model_copy(update={"models": settings.models.model_copy(update={"profile": "vad"})})
@@ -228,21 +229,20 @@ def cmd_vad(args: argparse.Namespace, settings: Settings) -> int:
             print(f"# {path}: {len(result.segments)} speech segments in {result.duration_s:.1f} s",
                   file=sys.stdout if formats == ["txt"] else sys.stderr)
             for fmt in formats:
-                VAD_WRITERS[fmt].write(result, sys.stdout)
+                sys.stdout.write(render(result, fmt, settings.output).body.decode("utf-8"))
             continue
         stem = _unique_stem(path, used)
         for fmt in formats:
-            with open(args.out / f"{stem}.vad.{fmt}", "w", encoding="utf-8", newline="") as f:
-                VAD_WRITERS[fmt].write(result, f)
-        print(f"{path}: {len(result.segments)} speech segments -> {args.out}/{stem}.vad.{{{','.join(formats)}}}")
+            rendered = render(result, fmt, settings.output, stem)
+            write_atomic(args.out / rendered.filename, rendered.body)
+        print(f"{path}: {len(result.segments)} speech segments -> {args.out}/{output_name(stem, '{' + ','.join(formats) + '}', vad=True)}")
     return 1 if failures else 0
 
 
 def _load_pipeline(settings: Settings):
-    from asr.models.loading import load_models
-    from asr.core.pipeline import Pipeline
+    from asr.core.pipeline import build_pipeline
 
-    return Pipeline(load_models(settings), settings)
+    return build_pipeline(settings)
 
 
 def cmd_download(args: argparse.Namespace, settings: Settings) -> int:
@@ -392,12 +392,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.check:
         return cmd_check(args, settings)
     if args.ray:
-        from asr.scaleout.batch import ray_module
+        from asr.scaleout import require_ray
+
+        require_ray()
+        from asr.scaleout.ray_serve import serve as serve_on_ray
 
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
         settings = settings.model_copy(update={"server": settings.server.model_copy(update=overrides)})
-        return ray_module().serve(settings, address=args.ray, workers=args.workers,
-                                  gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker)
+        return serve_on_ray(settings, address=args.ray, workers=args.workers,
+                            gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker)
     from asr.service.server import load_ui, serve
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
@@ -407,9 +410,42 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
-    from asr.scaleout.batch import run_cli
+    """``asr batch``: locally, or on Ray with ``--ray``."""
+    from asr.core.writers import WRITERS
+    from asr.scaleout.batch import BatchSpec, list_inputs, run_local
 
-    return run_cli(args, settings)
+    formats = _formats(args.format, WRITERS)
+    if settings.models.profile == "vad":
+        raise ConfigError("the vad profile cannot transcribe; choose another --profile")
+    ray_flags = {"--workers": args.workers, "--gpus-per-worker": args.gpus_per_worker,
+                 "--cpus-per-worker": args.cpus_per_worker}
+    if not args.ray and any(v is not None for v in ray_flags.values()):
+        used = ", ".join(k for k, v in ray_flags.items() if v is not None)
+        raise ConfigError(f"{used} need --ray (a local batch runs one worker on all CPU threads or the GPU)")
+    items = list_inputs(args.inputs)
+    spec = BatchSpec.create(settings, formats, punctuate=not args.no_punc)
+    if args.ray:
+        from asr.scaleout import require_ray
+
+        require_ray()
+        from asr.scaleout.ray_batch import run_on_ray
+
+        summary = run_on_ray(
+            items, args.out, settings, spec, address=args.ray, workers=args.workers,
+            gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
+            inline_max_s=args.inline_max_s,
+        )
+    else:
+        from asr.models.files import locate_all
+
+        locate_all(settings)  # a missing model fails before the listing is examined
+        summary = run_local(items, args.out, settings, spec)
+    for entry in summary.failures[:20]:
+        print(_error_line(Path(entry["input"]), AsrError(entry["error"] or "")), file=sys.stderr)
+    if len(summary.failures) > 20:
+        print(f"... and {len(summary.failures) - 20} more failures: see {summary.manifest}", file=sys.stderr)
+    print(summary.line())
+    return 1 if summary.failed else 0
 
 
 COMMANDS = {

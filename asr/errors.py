@@ -122,6 +122,13 @@ class JobCancelledError(AsrError):
     code = "cancelled"
 
 
+class JobNotCompletedError(AsrError):
+    """The job has no result (yet): it is waiting, running, or ended without one."""
+
+    http_status = 409
+    code = "not_completed"
+
+
 class JobAlreadyFinishedError(AsrError):
     """A finished job cannot be cancelled (its result, if any, stays available)."""
 

@@ -42,7 +42,11 @@ STARTUP_SECTION = "## Start-up and the first request"
 def make_audio(minutes: float, path: Path) -> Path:
     """Long Mandarin speech from espeak-ng at 16 kHz: sentences in random order with natural pauses."""
     if not path.exists():
-        from mandarin_speech import SENTENCES, speak, write_speech  # not at the top: the funasr-onnx venv lacks soundfile
+        from mandarin_speech import (  # not at the top: the funasr-onnx venv lacks soundfile
+            SENTENCES,
+            speak,
+            write_speech,
+        )
 
         path.parent.mkdir(parents=True, exist_ok=True)
         clips, rate = speak(SENTENCES, to_16k=True)
@@ -149,19 +153,18 @@ def run_one(mode: str, audio: str, models_root: str, result_path: str) -> None:
         timings = {}
     else:
         from asr.config import load_settings
-        from asr.models.loading import load_models
-        from asr.core.pipeline import Pipeline
-        from asr.core.writers import WRITERS
+        from asr.core.pipeline import build_pipeline
+        from asr.core.writers import render
 
         settings = load_settings(None, models={"cache_dir": models_root},
                                  runtime={"device": "cpu", "precision": mode},
                                  storage={"cache_dir": str(service_cache(Path(models_root))), "state_dir": str(CACHE / "state")})
-        pipeline = Pipeline(load_models(settings), settings)
+        pipeline = build_pipeline(settings)
         pipeline.warm_up()
         ready = time.time()
         transcript = pipeline.transcribe(audio)
-        with tempfile.TemporaryFile("w+", encoding="utf-8") as f:  # the full output, SRT included
-            WRITERS["srt"].write(transcript, f, settings.output)
+        with tempfile.TemporaryFile("w+b") as f:  # the full output, SRT included
+            f.write(render(transcript, "srt", settings.output).body)
         text, done = transcript.text, time.time()
         timings = transcript.timings.__dict__
     Path(result_path).write_text(json.dumps({
@@ -178,8 +181,9 @@ def measure(mode: str, audio: Path, models_root: Path) -> dict:
         python = str(ONNX_VENV / "bin" / "python")
         decoded = audio.with_suffix(".16k.npy")
         if not decoded.exists():
-            from asr.core.audio import load_audio
             import numpy as np
+
+            from asr.core.audio import load_audio
 
             np.save(decoded, load_audio(audio))
         audio = decoded

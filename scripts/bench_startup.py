@@ -71,9 +71,8 @@ def time_automodel(models_root: Path) -> float:
 
 def time_engine(config: Path) -> float:
     code = (
-        "import sys\nfrom asr.config import load_settings\nfrom asr.models.loading import load_models\n"
-        "from asr.core.pipeline import Pipeline\n"
-        "settings = load_settings(sys.argv[1])\nPipeline(load_models(settings), settings).warm_up()\n"
+        "import sys\nfrom asr.config import load_settings\nfrom asr.core.pipeline import build_pipeline\n"
+        "build_pipeline(load_settings(sys.argv[1])).warm_up()\n"
     )
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", code, str(config)], check=True, cwd=REPO, env=environment(),

@@ -63,13 +63,12 @@ def score(refs: dict[str, str], hyps: dict[str, str]) -> tuple[float, int, int, 
 def transcribe_all(wav_scp: dict[str, str], config: str | None, precision: str | None) -> dict[str, str]:
     sys.path.insert(0, str(REPO))
     from asr.config import load_settings
+    from asr.core.pipeline import build_pipeline
     from asr.errors import AsrError
-    from asr.models.loading import load_models
-    from asr.core.pipeline import Pipeline
 
     overrides = {"runtime": {"precision": precision}} if precision else {}
     settings = load_settings(config, **overrides)
-    pipeline = Pipeline(load_models(settings), settings)
+    pipeline = build_pipeline(settings)
     hyps = {}
     for i, (key, path) in enumerate(wav_scp.items(), 1):
         try:

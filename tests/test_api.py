@@ -181,6 +181,7 @@ def test_async_jobs_status_and_results(server, speech_wav):
     srt = httpx.get(f"{server.url}/v1/jobs/{job['id']}/result", params={"format": "srt"})
     assert srt.status_code == 200 and " --> " in srt.text
     assert 'filename="meeting 01.srt"' in srt.headers["content-disposition"]
+    assert "filename*=UTF-8''meeting%2001.srt" in srt.headers["content-disposition"]
     full = httpx.get(f"{server.url}/v1/jobs/{job['id']}/result").json()
     assert full["text"] and full["sentences"] and full["segments"]
     assert httpx.get(f"{server.url}/v1/jobs/{job['id']}/result", params={"format": "docx"}).status_code == 400

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from asr.core.writers import WRITERS
+from asr.errors import AsrError, ConfigError
 from asr.scaleout.batch import (
     RESULTS_NAME,
     BatchInput,
@@ -23,9 +25,7 @@ from asr.scaleout.batch import (
     read_results,
     run_local,
 )
-from asr.errors import AsrError, ConfigError
 from asr.types import TranscribeOptions, Transcript
-from asr.core.writers import WRITERS
 from tests.conftest import REPO, TEST_CONFIG, with_pauses
 
 FORMATS = ("txt", "srt", "vtt", "tsv", "json")
@@ -337,7 +337,8 @@ def test_asr_batch_command(tmp_path, corpus, test_models):
 
 CORE_IMPORTS = """
 import sys
-import app, asr.service.api, asr.scaleout.batch, asr.cli, asr.service.engine, asr.core.pipeline, asr.models.loading
+import app, asr.service.api, asr.service.server, asr.scaleout.batch, asr.cli, asr.service.engine, asr.core.pipeline
+import asr.models.loading
 asr.cli.build_parser().parse_args(["serve"])
 asr.cli.build_parser().parse_args(["batch", "x.wav", "--out", "o"])
 loaded = sorted(m for m in sys.modules if m == "ray" or m.startswith("ray."))

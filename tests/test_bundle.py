@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from asr.models.bundle import BUNDLE_MANIFEST, BundleError, install_bundle
 from asr.config import load_settings
+from asr.models.bundle import BUNDLE_MANIFEST, BundleError, install_bundle
 from asr.models.files import MANIFEST_NAME, TEST_MODEL_MARKER
 
 ASR_DIR = "models/iic--speech_paraformer-large-vad-punc_asr_nat-zh-cn-16k-common-vocab8404-pytorch/snapshots/v2.0.4"
@@ -353,7 +353,7 @@ def test_bundle_refuses_missing_or_damaged_models(test_models, tmp_path):
     result = run_asr("bundle", "--config", config(tmp_path / "damaged.yaml", damaged), "--out", "y.tar",
                      cwd=tmp_path)
     assert result.returncode == 2 and "does not match its manifest" in result.stderr, result.stderr
-    assert not (tmp_path / "y.tar").exists() and not list(tmp_path.glob(".y.tar.partial-*"))
+    assert not (tmp_path / "y.tar").exists() and not list(tmp_path.glob(".y.tar*"))
 
 
 def test_bundle_holds_exactly_the_model_files_and_manifests(made):
@@ -437,4 +437,4 @@ def test_a_model_without_a_manifest_missing_a_required_file_is_refused(test_mode
     assert "cannot bundle the asr model iic/speech_paraformer-large" in result.stderr
     assert f"{by_hand} has no {MANIFEST_NAME} and lacks am.mvn" in result.stderr
     assert "copy the whole model directory there again" in result.stderr and "asr download" in result.stderr
-    assert not (tmp_path / "x.tar").exists() and not list(tmp_path.glob(".x.tar.partial-*"))
+    assert not (tmp_path / "x.tar").exists() and not list(tmp_path.glob(".x.tar*"))

@@ -20,8 +20,8 @@ import soundfile as sf
 
 from asr.config import OutputConfig
 from asr.core.sentences import tokens_text
-from asr.types import Transcript
 from asr.core.writers import build_cues
+from asr.types import Transcript
 from tests.audio_samples import FAKES, encode
 from tests.conftest import TEST_CONFIG, TEST_MODELS
 from tests.test_writers import SRT_TIME, VTT_TIME, check_cues, parse_cue_blocks

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from asr.config import Settings
-from asr.models.download import DownloadReport, download_models, verify_models
 from asr.errors import DownloadError, ManifestMismatchError, ModelIncompleteError
+from asr.models.download import DownloadReport, download_models, verify_models
 from asr.models.files import (
     MANIFEST_NAME,
     cache_candidates,

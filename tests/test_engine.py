@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from asr.service.engine import DB_NAME, Engine
 from asr.errors import EngineBusyError, EngineNotReadyError, NotAudioError
+from asr.service.engine import DB_NAME, Engine
 from asr.service.jobs import JobKind, JobState
 from asr.types import TranscribeOptions
 

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from asr.service.engine import DB_NAME, Engine
 from asr.errors import OutOfMemoryError
+from asr.service.engine import DB_NAME, Engine
 from asr.service.jobs import JobState
 from tests.conftest import TEST_MODELS, with_pauses
 from tests.server import REPO, free_port, start_server, stop_server, write_config

@@ -142,8 +142,8 @@ def test_a_lighter_paraformer_is_a_config_change(settings, test_models, tmp_path
     sys.path.insert(0, str(REPO / "scripts"))
     import make_test_models
 
-    from asr.models.loading import load_models
     from asr.core.pipeline import Pipeline
+    from asr.models.loading import load_models
 
     light = tmp_path / "small-paraformer"
     make_test_models.build_plain_paraformer(light)

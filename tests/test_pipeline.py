@@ -131,12 +131,11 @@ _LONG_RUN = """
 import resource, sys
 import numpy as np
 from asr.config import load_settings
-from asr.models.loading import load_models
-from asr.core.pipeline import Pipeline
+from asr.core.pipeline import build_pipeline
 from asr.core.audio import load_audio
 minutes = float(sys.argv[1])
 settings = load_settings(sys.argv[2], asr={"batch_frames": 600})
-pipeline = Pipeline(load_models(settings), settings)
+pipeline = build_pipeline(settings)
 unit = np.concatenate([np.concatenate([load_audio(p), np.zeros(16000, np.float32)]) for p in sys.argv[3:]])
 total = int(minutes * 60 * 16000)
 def lazy_chunks():  # never holds the whole file
@@ -175,8 +174,8 @@ def test_long_audio_is_streamed_not_held(test_models, speech_dir, sentence_clips
 
 
 def test_profiles_load_only_their_models(settings):
-    from asr.models.loading import load_models
     from asr.core.pipeline import Pipeline
+    from asr.models.loading import load_models
 
     for profile, roles in {"asr": {"asr"}, "asr+punc": {"asr", "punc"}, "vad": {"vad"}}.items():
         s = settings.model_copy(update={"models": settings.models.model_copy(update={"profile": profile})})

@@ -40,8 +40,8 @@ def test_modes_a_cpu_cannot_run_are_config_errors():
 def test_int8_converts_what_it_should_and_caches_it(settings, tmp_path, speech_with_pauses, caplog):
     import torch.ao.nn.quantized.dynamic as nnqd
 
-    from asr.models.loading import load_models
     from asr.core.pipeline import Pipeline
+    from asr.models.loading import load_models
 
     s = with_precision(settings, tmp_path, "int8")
     first = load_models(s)
@@ -82,8 +82,8 @@ def test_a_damaged_cache_is_rebuilt(settings, tmp_path, caplog):
 
 @pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no AVX512_BF16/AMX")
 def test_bf16_runs_with_an_fp32_predictor(settings, tmp_path, speech_with_pauses):
-    from asr.models.loading import load_models
     from asr.core.pipeline import Pipeline
+    from asr.models.loading import load_models
 
     s = with_precision(settings, tmp_path, "bf16")
     models = load_models(s)

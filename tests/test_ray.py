@@ -25,7 +25,8 @@ try:
 except ImportError:  # the tests are part of CI: a missing extra is a failure, not a skip
     pytest.fail("Ray is not installed: pip install -e '.[ray]' (scripts/setup.sh --test does)", pytrace=False)
 
-from asr.scaleout import distributed
+from asr import faults
+from asr.scaleout import cluster, ray_batch, ray_serve
 
 #: Files longer than this go to the actors as paths (streamed there), shorter ones as decoded audio,
 #: so that both ways are exercised (the corpus has files of 4.5 to 22 s).
@@ -60,7 +61,7 @@ def local_reference(tmp_path_factory, corpus, settings, pipeline):
 
 def run_ray(items, out, settings, **kwargs):
     kwargs = {"workers": 2, "cpus_per_worker": 0.75, "inline_max_s": INLINE_MAX_S, "progress": False, **kwargs}
-    return distributed.run_on_ray(items, out, settings, spec_for(settings), **kwargs)
+    return ray_batch.run_on_ray(items, out, settings, spec_for(settings), **kwargs)
 
 
 def statuses(out: Path) -> dict[str, tuple[str, str | None]]:
@@ -107,7 +108,7 @@ def test_a_worker_that_crashes_is_retried_by_ray_and_no_file_is_lost_or_done_twi
     marker = tmp_path / "crashed-once"
     items = list_inputs([corpus[0]])
     # the actor that gets b/c/pair exits abruptly (as on a segfault or the OOM killer), once
-    env = {"env_vars": {distributed.CRASH_HOOK_ENV: f"b/c/pair={marker}"}}
+    env = {"env_vars": {faults.WORKER_CRASH_ENV: f"b/c/pair={marker}"}}
     summary = run_ray(items, out, settings, runtime_env=env)
     assert marker.exists(), "the test hook did not fire"
     assert (summary.done, summary.failed, summary.lost) == (7, 2, 0)
@@ -122,9 +123,9 @@ def test_a_file_that_kills_every_worker_is_recorded_and_the_batch_goes_on(ray_cl
                                                                           monkeypatch):
     out = tmp_path / "ray"
     items = [i for i in list_inputs([corpus[0]]) if i.id in ("a/s0", "a/s1", "b/s0")]
-    monkeypatch.setattr(distributed, "TASK_RETRIES", 0)  # fewer retries to run out of (each restarts an actor)
+    monkeypatch.setattr(ray_batch, "TASK_RETRIES", 0)  # fewer retries to run out of (each restarts an actor)
     # an empty marker path: the hook fires every time, so Ray's retries run out
-    env = {"env_vars": {distributed.CRASH_HOOK_ENV: "a/s1="}}
+    env = {"env_vars": {faults.WORKER_CRASH_ENV: "a/s1="}}
     summary = run_ray(items, out, settings, runtime_env=env, workers=1, cpus_per_worker=1.0)
     assert (summary.done, summary.failed, summary.lost) == (3, 1, 1)
     assert statuses(out) == {"a/s0": ("ok", None), "a/s1": ("failed", "worker_lost"), "b/s0": ("ok", None)}
@@ -137,8 +138,8 @@ def test_the_web_app_queue_fronts_ray_actors(ray_cluster, tmp_path, settings, pi
     from tests.test_api import Server, upload
     from tests.test_engine import make_settings
 
-    plan = distributed.plan_resources(2, 0, 0.75, decode_cpus=0.0)
-    engine, factory, s = distributed.ray_engine(make_settings(settings, tmp_path, max_size=4), plan)
+    plan = cluster.plan_resources(2, 0, 0.75, decode_cpus=0.0)
+    engine, factory, s = ray_serve.ray_engine(make_settings(settings, tmp_path, max_size=4), plan)
     expected = pipeline.transcribe(speech_wav)
     try:
         with Server(s, engine) as srv:
@@ -224,12 +225,12 @@ def test_plans_that_cannot_run_are_refused(ray_cluster):
     from asr.errors import ConfigError
 
     with pytest.raises(ConfigError, match="do not fit in the cluster's 2 CPUs"):
-        distributed.plan_resources(2, 0, 1.0)  # nothing left for the decode tasks: it would wait forever
+        cluster.plan_resources(2, 0, 1.0)  # nothing left for the decode tasks: it would wait forever
     with pytest.raises(ConfigError, match="the cluster has 0 GPU"):
-        distributed.plan_resources(1, 1, None)
-    plan = distributed.plan_resources(2, None, None)
+        cluster.plan_resources(1, 1, None)
+    plan = cluster.plan_resources(2, None, None)
     assert (plan.workers, plan.gpus_per_worker, plan.cpus_per_worker, plan.threads) == (2, 0, 0.75, 1)
-    assert distributed.plan_resources(None, None, None).workers == 1
+    assert cluster.plan_resources(None, None, None).workers == 1
 
 
 def test_the_cli_runs_a_batch_on_ray(ray_cluster, tmp_path, corpus, local_reference):

@@ -446,8 +446,8 @@ def test_vad_tab_finds_the_three_sentences(page, speech_file, made):
         previous_end = e
 
     links = file_links(tab, "CSV")
-    assert list(links) == ["vad_three_sentences.csv"], links
-    body = page.request.get(links["vad_three_sentences.csv"])
+    assert list(links) == ["vad_three_sentences.vad.csv"], links  # named as `asr vad` names it
+    body = page.request.get(links["vad_three_sentences.vad.csv"])
     assert body.ok
     table = list(csv.DictReader(io.StringIO(body.text())))
     assert len(table) == len(rows) and table[0]["start"] == rows[0][1]

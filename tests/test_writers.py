@@ -11,7 +11,6 @@ import pytest
 
 from asr.config import OutputConfig
 from asr.core.sentences import tokens_text
-from asr.types import Sentence, SpeechSegment, StageTimings, TimedToken, Transcript, VadResult
 from asr.core.writers import (
     VAD_WRITERS,
     WRITERS,
@@ -20,6 +19,7 @@ from asr.core.writers import (
     format_timestamp,
     parse_formats,
 )
+from asr.types import Sentence, SpeechSegment, StageTimings, TimedToken, Transcript, VadResult
 
 #: 60 distinct Chinese characters: one token each.
 CHARS = (

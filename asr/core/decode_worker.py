@@ -14,7 +14,6 @@ import os
 import resource
 import struct
 import sys
-import time
 
 
 def _limit(memory_mb: int, cpu_s: int) -> None:
@@ -28,18 +27,6 @@ def _limit(memory_mb: int, cpu_s: int) -> None:
 
 def _send(out, kind: bytes, payload: bytes) -> None:
     out.write(kind + struct.pack(">I", len(payload)) + payload)
-
-
-def _test_fault(fault: str) -> None:
-    """Faults the reliability tests inject, through the ASR_DECODER_FAULT environment variable."""
-    if fault == "hang":
-        time.sleep(3600)
-    elif fault == "crash":
-        os.abort()
-    elif fault == "oom":
-        blocks = []
-        while True:
-            blocks.append(bytearray(256 * 1024 * 1024))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     _limit(args.memory_mb, args.cpu_s)
     out = sys.stdout.buffer
     try:
-        if os.environ.get("ASR_DECODER_FAULT"):
-            _test_fault(os.environ["ASR_DECODER_FAULT"])
+        from asr import faults
+
+        faults.strike_decoder()
         import dataclasses
 
         from asr.core.audio import probe_audio, stream_audio

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from asr import errors
-from asr.core.audio import AudioInfo, probe_audio, stream_audio
 from asr.config import AudioConfig
+from asr.core.audio import AudioInfo, probe_audio, stream_audio
 from asr.errors import AudioError, DecoderFailedError
 
 logger = logging.getLogger(__name__)

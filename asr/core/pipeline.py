@@ -23,15 +23,17 @@ from typing import Union
 import numpy as np
 import torch
 
+from asr import faults
+from asr.config import Settings
 from asr.core.audio import SAMPLE_RATE
 from asr.core.batching import plan_batches
 from asr.core.isolation import open_audio
-from asr.config import Settings
-from asr.errors import ConfigError, FatalDeviceError, OutOfMemoryError
-from asr.models.loading import ModelSet
 from asr.core.punctuate import Punctuation, Punctuator, join_segment_texts
 from asr.core.recognize import FRAME_MS, RecognizedSegment, Recognizer
 from asr.core.sentences import build_sentences, join_words, per_segment_sentences
+from asr.core.vad import VAD_BLOCK_MS, FixedSegmenter, SpeechDetector
+from asr.errors import ConfigError, FatalDeviceError, OutOfMemoryError
+from asr.models.loading import ModelSet
 from asr.types import (
     ProgressCallback,
     SpeechSegment,
@@ -40,7 +42,6 @@ from asr.types import (
     Transcript,
     VadResult,
 )
-from asr.core.vad import VAD_BLOCK_MS, FixedSegmenter, SpeechDetector
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class Pipeline:
         # Fault injection for the reliability tests (never set in production): "oom" makes every
         # batch of more than one segment run out of memory, "oom-always" every batch, and
         # "device-error" raises what a poisoned CUDA context raises.
-        self._fault = os.environ.get("ASR_FAULT_INJECT", "")
+        self._fault = faults.batch_fault()
         # Padded frames per batch. CPU: ~1000 measured fastest (bigger batches fall out of cache).
         self.batch_frames = settings.asr.batch_frames or (1000 if models.device.type == "cpu" else 8000)
         self.punctuator = Punctuator(models.punc, models.device) if models.punc else None
@@ -229,8 +230,7 @@ class Pipeline:
         """One batch; on out-of-memory, halve it until one segment alone does not fit."""
         failed = False
         try:
-            if self._fault:
-                self._inject(len(feats))
+            faults.strike_batch(self._fault, len(feats))
             return self.recognizer.decode(feats)
         except torch.OutOfMemoryError:
             failed = True  # recover outside the except block, so the traceback frees its tensors
@@ -252,12 +252,6 @@ class Pipeline:
             logger.warning("out of memory on a batch of %d segments; retrying in halves", len(feats))
             return self._recognize_batch(feats[:half]) + self._recognize_batch(feats[half:])
         raise AssertionError("unreachable")
-
-    def _inject(self, batch_size: int) -> None:
-        if self._fault == "device-error":
-            raise RuntimeError("CUDA error: an illegal memory access was encountered (injected)")
-        if self._fault == "oom-always" or (self._fault == "oom" and batch_size > 1):
-            raise torch.OutOfMemoryError(f"injected: out of memory on a batch of {batch_size}")
 
     def _recognize(self, pending: list[tuple[int, SpeechSegment, torch.Tensor]]) -> dict[int, RecognizedSegment]:
         frames = [feats.shape[0] for _, _, feats in pending]
@@ -424,3 +418,10 @@ class _Progress:
     def done(self) -> None:
         if self._callback is not None:
             self._callback("done", 1.0)
+
+
+def build_pipeline(settings: Settings) -> Pipeline:
+    """The pipeline of the models ``settings`` name, loaded: the one way every entry point builds one."""
+    from asr.models.loading import load_models
+
+    return Pipeline(load_models(settings), settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+
 import torch
 
 from asr.models.loading import LoadedModel

@@ -1,4 +1,6 @@
-"""Output formats, as a registry: ``WRITERS[name].write(result, file)``.
+"""Output formats: ``render(result, fmt, output, stem)`` gives the bytes, the media type and the file
+name of a result (a transcript or a VAD table) in one format, for every caller (CLI, API, UI,
+batch). Behind it, a registry per kind: ``WRITERS[name]`` and ``VAD_WRITERS[name]``.
 
 Subtitle cues are sentence-level, in the audio's own timeline, monotonic, non-overlapping,
 never empty and never longer than ``OutputConfig.max_cue_ms`` / ``max_cue_chars``: a long
@@ -9,6 +11,7 @@ so a single token longer than the limits, e.g. a long English word, makes a cue 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +19,7 @@ from typing import ClassVar, TextIO
 
 from asr.config import OutputConfig
 from asr.core.sentences import tokens_text
+from asr.errors import RequestError
 from asr.types import Sentence, Transcript, VadResult
 
 _PAUSE_MARKS = frozenset({"，", "、", ",", "；", ";", "：", ":"})
@@ -230,3 +234,41 @@ def parse_formats(spec: str | Sequence[str], registry: dict) -> list[str]:
     if unknown:
         raise ValueError(f"unknown output format {', '.join(unknown)}; choose from {', '.join(registry)}")
     return list(dict.fromkeys(names))
+
+
+# ---- the one output seam ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A result in one output format, ready to write or send."""
+
+    body: bytes
+    media_type: str
+    filename: str
+
+
+def output_name(stem: str, fmt: str, vad: bool = False) -> str:
+    """``stem.srt`` for a transcript, ``stem.vad.csv`` for a VAD table: one naming rule for all."""
+    return f"{stem}.vad.{fmt}" if vad else f"{stem}.{fmt}"
+
+
+def formats_for(result: Transcript | VadResult) -> dict[str, TranscriptWriter] | dict[str, VadWriter]:
+    return VAD_WRITERS if isinstance(result, VadResult) else WRITERS
+
+
+def render(result: Transcript | VadResult, fmt: str, output: OutputConfig, stem: str = "result") -> Rendered:
+    """``result`` in format ``fmt`` (UTF-8, ``\\n`` line ends). Raises RequestError for a format its
+    kind does not have, naming the ones it has."""
+    registry = formats_for(result)
+    writer = registry.get(fmt)
+    if writer is None:
+        kind = " for a VAD job" if registry is VAD_WRITERS else ""
+        raise RequestError(f"format must be one of {', '.join(registry)}{kind}")
+    buffer = io.StringIO(newline="")  # the writers' own line ends, whatever the platform
+    if isinstance(result, VadResult):
+        writer.write(result, buffer)
+    else:
+        writer.write(result, buffer, output)
+    return Rendered(buffer.getvalue().encode("utf-8"), writer.media_type,
+                    output_name(stem, writer.extension, isinstance(result, VadResult)))

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from asr.atomic import atomic_file
 from asr.config import ModelSpec, Settings
 from asr.errors import ModelError, ModelIncompleteError
 from asr.models.files import (
@@ -218,22 +219,13 @@ def create_bundle(settings: Settings, out: Path) -> BundleSummary:
         indent=2, ensure_ascii=False,
     ).encode("utf-8")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
     mtime = int(time.time())
-    try:
-        with open(partial, "wb") as raw:
-            writer = _HashingWriter(raw)
-            with tarfile.open(fileobj=writer, mode=_tar_mode(out, writing=True), format=tarfile.PAX_FORMAT) as tar:
-                tar.addfile(_member(BUNDLE_MANIFEST, len(manifest_bytes), mtime), io.BytesIO(manifest_bytes))
-                for entry, location, bodies in entries:
-                    _pack_model(tar, entry, location, bodies, mtime)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(partial, out)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with atomic_file(out) as raw:
+        writer = _HashingWriter(raw)
+        with tarfile.open(fileobj=writer, mode=_tar_mode(out, writing=True), format=tarfile.PAX_FORMAT) as tar:
+            tar.addfile(_member(BUNDLE_MANIFEST, len(manifest_bytes), mtime), io.BytesIO(manifest_bytes))
+            for entry, location, bodies in entries:
+                _pack_model(tar, entry, location, bodies, mtime)
     return BundleSummary(out, writer.digest.hexdigest(), [entry for entry, _, _ in entries])
 
 

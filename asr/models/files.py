@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from asr.atomic import write_atomic
 from asr.config import ModelsConfig, ModelSpec, Settings
 from asr.errors import ManifestMismatchError, ModelIncompleteError, ModelNotFoundError
 
@@ -206,9 +206,7 @@ def is_local(manifest: Mapping) -> bool:
 def write_manifest(directory: Path, spec: ModelSpec, role: ModelRole) -> dict:
     """Record each file's size and sha256 (of files the download just checked against the hub)."""
     manifest = build_manifest(directory, spec, role)
-    tmp = directory / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, directory / MANIFEST_NAME)
+    write_atomic(directory / MANIFEST_NAME, json.dumps(manifest, indent=2, ensure_ascii=False))
     return manifest
 
 

@@ -24,8 +24,8 @@ import yaml
 
 from asr.config import Settings
 from asr.errors import ConfigError, ModelError, ModelIncompleteError
-from asr.models.funasr_import import import_registered, registry
 from asr.models.files import FIX_HINT, ModelLocation, ModelRole, locate_all
+from asr.models.funasr_import import import_registered, registry
 from asr.models.precision import is_retry, load_converted, resolve_precision, select_int8_engine, use_fused_attention
 
 logger = logging.getLogger(__name__)

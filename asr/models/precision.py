@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import types
 import warnings
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from asr.atomic import atomic_file
 from asr.errors import ConfigError
 from asr.models.files import ModelLocation, read_manifest
 
@@ -231,10 +231,8 @@ def _swap_in_skeletons(module: torch.nn.Module, layout: dict[str, dict[str, Any]
 
 def _save(path: Path, state: dict[str, Any]) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        with atomic_file(path) as f:
+            torch.save(state, f)
         logger.info("saved the converted checkpoint to %s", path)
     except OSError as e:  # read-only or full disk: we still run, the next start converts again
         logger.warning("could not cache the converted checkpoint in %s: %s", path.parent, e)

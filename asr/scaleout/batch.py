@@ -1,6 +1,6 @@
 """Batch transcription of many files into a directory, resumable, with a results manifest.
 
-This module is shared by the local runner (here) and the Ray runner (``asr.scaleout.distributed``); it never
+This module is shared by the local runner (here) and the Ray runner (``asr.scaleout.ray_batch``); it never
 imports Ray. The pieces:
 
 * **Inputs** (:func:`list_inputs`): files, directories (recursive, by audio extension) and
@@ -28,16 +28,13 @@ imports Ray. The pieces:
 from __future__ import annotations
 
 import errno
-import io
 import hashlib
 import json
 import logging
-import math
 import os
 import socket
 import sys
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -46,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from asr.atomic import TMP_MARK, write_atomic
 from asr.config import Settings
 from asr.errors import AsrError, ConfigError
 from asr.models.files import sha256_file
@@ -54,7 +52,6 @@ logger = logging.getLogger(__name__)
 
 RESULTS_NAME = "results.jsonl"
 LOCK_NAME = ".asr-batch.lock"
-TMP_MARK = ".asr-tmp-"
 
 #: What a directory listing picks up (lower-case suffixes); the decoder decides what really is audio.
 AUDIO_EXTENSIONS = frozenset({
@@ -275,19 +272,15 @@ def transcribe_input(
 ) -> dict[str, Any]:
     """Transcribe one input (from ``audio`` if given, else streamed from its path) and render every
     requested format. Returns the outcome (a JSON-able dict); never raises for a bad file."""
+    from asr.core.writers import render
     from asr.errors import FatalDeviceError
     from asr.types import TranscribeOptions
-    from asr.core.writers import WRITERS
 
     started = time.perf_counter()
     try:
         transcript = pipeline.transcribe(item.path if audio is None else audio,
                                          TranscribeOptions(punctuate=spec.punctuate), name=Path(item.path).name)
-        texts = {}
-        for fmt in spec.formats:
-            buffer = io.StringIO()  # translates no newline: the files are written as the writers render them
-            WRITERS[fmt].write(transcript, buffer, settings.output)
-            texts[fmt] = buffer.getvalue()
+        texts = {fmt: render(transcript, fmt, settings.output).body.decode("utf-8") for fmt in spec.formats}
     except FatalDeviceError:
         raise  # the worker's device is broken: the worker must go, not the file
     except Exception as e:
@@ -300,24 +293,6 @@ def transcribe_input(
 
 
 # ---- files on disk -------------------------------------------------------------------------------------
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is either the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}{TMP_MARK}{uuid.uuid4().hex[:12]}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
 
 
 def read_results(path: Path) -> tuple[dict[str, dict[str, Any]], int]:
@@ -524,9 +499,9 @@ class BatchRun:
 
     # resume
     def output_path(self, item_id: str, fmt: str) -> str:
-        from asr.core.writers import WRITERS
+        from asr.core.writers import output_name
 
-        return f"{item_id}.{WRITERS[fmt].extension}"
+        return output_name(item_id, fmt)
 
     def is_done(self, item: BatchInput) -> bool:
         entry = self.entries.get(item.id)
@@ -608,69 +583,10 @@ def run_local(
     with BatchRun(out_dir, items, spec, progress=progress) as run:
         if run.pending:
             if pipeline is None:
-                from asr.models.loading import load_models
-                from asr.core.pipeline import Pipeline
+                from asr.core.pipeline import build_pipeline
 
-                pipeline = Pipeline(load_models(settings), settings)
+                pipeline = build_pipeline(settings)
             for item in run.pending:
                 outcome = transcribe_input(pipeline, item, spec, settings)
                 run.record(outcome)
     return run.summary
-
-
-def default_cpus_per_worker(total_cpus: float, workers: int, decode_cpus: float) -> float:
-    """CPU-only: the cluster's CPUs, less a share for the decode tasks, split between the workers."""
-    share = (total_cpus - decode_cpus) / max(1, workers)
-    return math.floor(share * 4) / 4  # quarters, so that the sum stays below the total
-
-
-# ---- the command ---------------------------------------------------------------------------------------
-
-
-def ray_module():
-    """``asr.scaleout.distributed``, or a ConfigError that says how to install Ray."""
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise ConfigError("Ray is not installed; install the extra: pip install '.[ray]' "
-                          "(or pip install 'asr-service[ray]')") from None
-    import asr.scaleout.distributed
-
-    return asr.scaleout.distributed
-
-
-def run_cli(args: Any, settings: Settings) -> int:
-    """``asr batch``: the arguments parsed by ``asr.cli``."""
-    from asr.core.writers import WRITERS, parse_formats
-
-    try:
-        formats = parse_formats(args.format, WRITERS)
-    except ValueError as e:
-        raise ConfigError(f"--format: {e}") from None
-    if settings.models.profile == "vad":
-        raise ConfigError("the vad profile cannot transcribe; choose another --profile")
-    ray_flags = {"--workers": args.workers, "--gpus-per-worker": args.gpus_per_worker,
-                 "--cpus-per-worker": args.cpus_per_worker}
-    if not args.ray and any(v is not None for v in ray_flags.values()):
-        used = ", ".join(k for k, v in ray_flags.items() if v is not None)
-        raise ConfigError(f"{used} need --ray (a local batch runs one worker on all CPU threads or the GPU)")
-    items = list_inputs(args.inputs)
-    spec = BatchSpec.create(settings, formats, punctuate=not args.no_punc)
-    if args.ray:
-        summary = ray_module().run_on_ray(
-            items, args.out, settings, spec, address=args.ray, workers=args.workers,
-            gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
-            inline_max_s=args.inline_max_s,
-        )
-    else:
-        from asr.models.files import locate_all
-
-        locate_all(settings)  # a missing model fails before the listing is examined
-        summary = run_local(items, args.out, settings, spec)
-    for entry in summary.failures[:20]:
-        reason = (entry["error"] or "").removeprefix(f"{Path(entry['input']).name}: ")
-        print(f"{entry['input']}: error: {reason}", file=sys.stderr)
-    if len(summary.failures) > 20:
-        print(f"... and {len(summary.failures) - 20} more failures: see {summary.manifest}", file=sys.stderr)
-    print(summary.line())
-    return 1 if summary.failed else 0

@@ -11,11 +11,11 @@
 import asyncio
 import base64
 import hmac
-import io
 import json
 import logging
 import os
 import tempfile
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,11 +27,12 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from asr.config import Settings
-from asr.service.engine import Engine
+from asr.core.writers import VAD_WRITERS, WRITERS, render
 from asr.errors import (
     AsrError,
     EngineNotReadyError,
     FileTooLargeError,
+    JobNotCompletedError,
     JobNotFoundError,
     LoginRequiredError,
     NotFoundError,
@@ -40,10 +41,10 @@ from asr.errors import (
     status_of,
     storage_error,
 )
+from asr.service.engine import Engine
 from asr.service.guards import LoginThrottle, envelope, error_headers
 from asr.service.jobs import JobKind, JobRecord, JobState
-from asr.types import TranscribeOptions, Transcript, VadResult
-from asr.core.writers import VAD_WRITERS, WRITERS
+from asr.types import TranscribeOptions, Transcript
 
 logger = logging.getLogger(__name__)
 
@@ -135,25 +136,9 @@ def job_status(record: JobRecord) -> dict[str, Any]:
         "error": {"message": record.error, "code": record.error_code} if record.error else None,
     }
     if record.state is JobState.COMPLETED:
-        formats = VAD_WRITERS if record.kind is JobKind.VAD else WRITERS
+        formats = VAD_WRITERS if record.kind is JobKind.VAD else WRITERS  # listings carry no result
         data["result_formats"] = list(formats)
     return data
-
-
-def render(result: Transcript | VadResult, fmt: str, settings: Settings) -> tuple[str, str]:
-    """(body, media type) of a result in one output format."""
-    buffer = io.StringIO()
-    if isinstance(result, VadResult):
-        if fmt not in VAD_WRITERS:
-            raise RequestError(f"format must be one of {', '.join(VAD_WRITERS)} for a VAD job")
-        writer = VAD_WRITERS[fmt]
-        writer.write(result, buffer)
-    else:
-        if fmt not in WRITERS:
-            raise RequestError(f"format must be one of {', '.join(WRITERS)}")
-        writer = WRITERS[fmt]
-        writer.write(result, buffer, settings.output)
-    return buffer.getvalue(), writer.media_type
 
 
 def openai_body(transcript: Transcript, fmt: str, settings: Settings) -> Response:
@@ -162,8 +147,8 @@ def openai_body(transcript: Transcript, fmt: str, settings: Settings) -> Respons
     if fmt == "text":
         return PlainTextResponse(transcript.text)
     if fmt in ("srt", "vtt"):
-        body, media = render(transcript, fmt, settings)
-        return Response(body, media_type=media)
+        rendered = render(transcript, fmt, settings.output)
+        return Response(rendered.body, media_type=rendered.media_type)
     return JSONResponse({
         "task": "transcribe",
         "language": "chinese",
@@ -364,14 +349,13 @@ def create_api(engine: Engine, settings: Settings, throttle: LoginThrottle | Non
     async def job_result(job_id: str, user: User, format: str = "json") -> Response:
         record = await in_pool(read_pool, owned, job_id, user)
         if record.state is not JobState.COMPLETED:
-            error = AsrError(f"job {job_id} is {record.state.value}, not completed")
-            error.http_status, error.code = 409, "not_completed"
-            raise error
-        body, media = render(record.result, format.lower(), settings)
-        stem = Path(record.filename).stem or "result"
-        ascii_stem = stem.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
-        return Response(body, media_type=media, headers={
-            "Content-Disposition": f'attachment; filename="{ascii_stem}.{format.lower()}"',
+            raise JobNotCompletedError(f"job {job_id} is {record.state.value}, not completed")
+        rendered = render(record.result, format.lower(), settings.output, Path(record.filename).stem or "result")
+        fallback = rendered.filename.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
+        return Response(rendered.body, media_type=rendered.media_type, headers={
+            # the ASCII name for old clients, the user's own (RFC 6266) for the rest
+            "Content-Disposition": f"attachment; filename=\"{fallback}\"; "
+                                   f"filename*=UTF-8''{urllib.parse.quote(rendered.filename)}",
             "X-Content-Type-Options": "nosniff",
         })
 

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from asr.config import Settings
 from asr.errors import (
@@ -35,12 +35,33 @@ from asr.errors import (
     StorageUnavailableError,
 )
 from asr.service.jobs import JobKind, JobRecord, JobState, JobStore
-from asr.types import TranscribeOptions, Transcript, VadResult
+from asr.types import ProgressCallback, TranscribeOptions, Transcript, VadResult
+
+if TYPE_CHECKING:
+    from asr.core.pipeline import AudioSource
 
 logger = logging.getLogger(__name__)
 
 DB_NAME = "jobs.sqlite3"
 _SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
+
+
+class Runner(Protocol):
+    """What a worker runs its jobs on: the local pipeline (asr.core.pipeline.Pipeline), a Ray actor
+    (asr.scaleout.ray_serve.RayPipeline), or the tests' gated pipeline. One job at a time."""
+
+    @property
+    def models(self) -> Any:
+        """The loaded model set, as asr.models.loading.describe reads it (the System tab, /metrics)."""
+
+    def warm_up(self) -> None:
+        """Run every stage once, so that the first job is not the slow one."""
+
+    def transcribe(self, source: AudioSource, options: TranscribeOptions = ..., progress: ProgressCallback | None = None,
+                   name: str | None = None) -> Transcript: ...
+
+    def detect_speech(self, source: AudioSource, progress: ProgressCallback | None = None,
+                      name: str | None = None) -> VadResult: ...
 
 
 @dataclass
@@ -81,7 +102,7 @@ class Engine:
         self,
         settings: Settings,
         *,
-        pipeline_factory: Callable[[Settings], Any] | None = None,
+        pipeline_factory: Callable[[Settings], Runner] | None = None,
         on_fatal: Callable[[BaseException], None] = _default_on_fatal,
     ):
         self.settings = settings
@@ -95,7 +116,7 @@ class Engine:
         self._reserved = 0
         self._live: dict[str, _LiveJob] = {}
         self._workers = [_Worker(i) for i in range(settings.queue.workers)]
-        self._pipelines: list[Any] = []
+        self._pipelines: list[Runner] = []
         self._stopping = False
         self.ready = threading.Event()
         self.started_at = time.time()
@@ -156,7 +177,7 @@ class Engine:
         self._jobs_dir.mkdir(parents=True, exist_ok=True)
 
     @property
-    def pipelines(self) -> list[Any]:
+    def pipelines(self) -> list[Runner]:
         return self._pipelines
 
     # ---- submitting -----------------------------------------------------------------------------
@@ -321,7 +342,7 @@ class Engine:
             worker.job_id, worker.state = job.id, "busy"
             return job
 
-    def _work(self, worker: _Worker, pipeline: Any) -> None:
+    def _work(self, worker: _Worker, pipeline: Runner) -> None:
         while (job := self._next(worker)) is not None:
             try:
                 self._run(job, pipeline)
@@ -330,7 +351,7 @@ class Engine:
                     worker.job_id, worker.state = None, "idle"
         worker.state = "stopped"
 
-    def _run(self, job: _LiveJob, pipeline: Any) -> None:
+    def _run(self, job: _LiveJob, pipeline: Runner) -> None:
         try:
             started = self.store.mark_running(job.id)
         except AsrError as e:  # the history broke while the job waited: say so, keep the worker
@@ -463,8 +484,7 @@ def _display_name(filename: str) -> str:
     return name[:200]
 
 
-def _load_pipeline(settings: Settings):
-    from asr.models.loading import load_models
-    from asr.core.pipeline import Pipeline
+def _load_pipeline(settings: Settings) -> Runner:
+    from asr.core.pipeline import build_pipeline
 
-    return Pipeline(load_models(settings), settings)
+    return build_pipeline(settings)
