@@ -23,6 +23,23 @@ SENTENCES = (
 )
 
 
+#: Modules whose every test is in the slow tier (``bash scripts/test.sh slow``): each starts a process
+#: (the server, the CLI, FunASR's own AutoModel, hadolint), drives a browser, starts Ray or plays systemd;
+#: test_bad_inputs is the whole hostile-input matrix, every file through the engine and the API.
+#: Elsewhere a test that does so is marked ``@pytest.mark.slow`` itself, as are the ones that wait on purpose
+#: and the long-audio ones. The fast tier (the rest) is the everyday loop: under about two minutes here.
+SLOW_MODULES = frozenset({
+    "test_bad_inputs", "test_bundle", "test_check", "test_cli", "test_docker", "test_offline", "test_oracle",
+    "test_ray", "test_scripts", "test_security", "test_systemd", "test_ui_browser",
+})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def test_models() -> Path:
     """Tiny random-weight ASR/punctuation models and the real FSMN-VAD, in the cache layout."""

@@ -323,6 +323,7 @@ def test_more_than_one_file_in_a_request_is_refused(server, speech_wav):
 # ---- responsiveness: waiting jobs do not stall the other routes -----------------------------------------
 
 
+@pytest.mark.slow  # nine clients wait on a full queue
 def test_reads_answer_while_the_queue_and_the_worker_are_full(settings, tmp_path, pipeline, speech_wav):
     """Blocking waits once ran in asyncio's shared pool (6 threads on 2 cores): 7 clients waiting
     for their transcriptions left no thread for GET /v1/jobs, which then took 13–24 s."""
@@ -410,6 +411,7 @@ def test_ui_uploads_are_capped_per_request_and_in_total(settings, tmp_path, pipe
         assert httpx.get(f"{srv.url}/healthz").status_code == 200
 
 
+@pytest.mark.slow  # waits for an upload to expire
 def test_a_ui_upload_is_removed_once_its_job_has_its_copy_or_when_it_expires(settings, tmp_path, pipeline, speech_wav):
     from tests.gradio_events import file_data, run_event
     from tests.gradio_events import upload as ui_upload
@@ -433,6 +435,7 @@ def test_a_ui_upload_is_removed_once_its_job_has_its_copy_or_when_it_expires(set
         assert _leftovers(s) == []
 
 
+@pytest.mark.slow  # starts processes
 def test_the_same_bad_file_gets_the_same_message_in_the_ui_the_api_and_the_cli(server, tmp_path):
     from tests.conftest import TEST_CONFIG
     from tests.gradio_events import file_data, run_event

@@ -207,6 +207,7 @@ def _render(transcript, fmt, settings) -> str:
     return buffer.getvalue()
 
 
+@pytest.mark.slow  # transcribes the corpus over again, twice
 def test_rerun_skips_what_is_done_and_redoes_what_changed(tmp_path, corpus, settings, pipeline):
     root = tmp_path / "in"  # a part of the corpus (this test changes an input)
     paths = {}
@@ -310,6 +311,7 @@ def run_asr(*args, cwd: Path, timeout: float = 600) -> subprocess.CompletedProce
                           text=True, timeout=timeout)
 
 
+@pytest.mark.slow  # starts processes
 def test_asr_batch_command(tmp_path, corpus, test_models):
     root, paths = corpus
     out = tmp_path / "out"
@@ -347,6 +349,7 @@ sys.exit(1 if loaded else 0)
 """
 
 
+@pytest.mark.slow  # starts processes
 def test_the_core_service_never_imports_ray():
     result = subprocess.run([sys.executable, "-c", CORE_IMPORTS], cwd=REPO, capture_output=True, text=True,
                             timeout=300)
@@ -361,6 +364,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow  # starts processes
 def test_without_the_ray_extra_batch_on_ray_says_how_to_install_it(tmp_path, corpus, test_models):
     root, _ = corpus
     for command in (["batch", str(root), "--out", str(tmp_path / "out"), "--ray", "auto"], ["serve", "--ray", "auto"]):

@@ -77,6 +77,7 @@ def _wait_state(url: str, job_id: str, states: set[str], timeout: float = 120) -
         time.sleep(0.1)
 
 
+@pytest.mark.slow  # starts processes
 def test_a_fatal_device_error_exits_non_zero_and_the_job_is_interrupted(test_models, tmp_path, speech_wav):
     server = start_server(tmp_path, TEST_MODELS, env={"ASR_FAULT_INJECT": "device-error"})
     try:
@@ -94,6 +95,7 @@ def test_a_fatal_device_error_exits_non_zero_and_the_job_is_interrupted(test_mod
         stop_server(restarted)
 
 
+@pytest.mark.slow  # starts processes
 def test_kill_9_mid_job_keeps_finished_results_and_marks_the_running_one(test_models, tmp_path, speech_wav,
                                                                          sentence_clips):
     long_file = _long_speech(tmp_path / "lecture.wav", sentence_clips, 12)
@@ -251,6 +253,7 @@ def test_an_unwritable_database_is_a_clear_503_and_leaks_no_upload(settings, pip
         assert httpx.get(f"{server.url}/v1/jobs").json()["data"][0]["status"] == "completed"
 
 
+@pytest.mark.slow  # starts processes
 def test_a_full_disk_during_an_upload_is_507_on_every_route_and_leaves_nothing(test_models, tmp_path, speech_wav):
     """Through ``asr serve`` itself, which spools request bodies on the service's own disk: there a
     full disk once surfaced as FastAPI's 400 "There was an error parsing the body"."""
@@ -295,6 +298,7 @@ def test_unwritable_result_files_still_show_the_finished_transcript_in_the_ui(se
         assert engine.jobs()[0].state is JobState.COMPLETED
 
 
+@pytest.mark.slow  # starts processes
 def test_an_unwritable_state_dir_at_start_is_one_clear_line(test_models, tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the state directory's parent should be")

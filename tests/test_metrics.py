@@ -72,6 +72,7 @@ def served(tmp_path_factory, test_models, speech_wav):
         yield server, jobs, metrics
 
 
+@pytest.mark.slow  # starts processes
 def test_metrics_in_prometheus_format(served):
     _, jobs, reply = served
     assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/plain")
@@ -98,6 +99,7 @@ def test_metrics_in_prometheus_format(served):
     assert value(found, "process_resident_memory_bytes") > 0
 
 
+@pytest.mark.slow  # starts processes
 def test_one_parseable_log_line_per_job(served):
     server, jobs, _ = served
     lines = job_lines(server.log_path.read_text(encoding="utf-8"))
@@ -116,6 +118,7 @@ def test_one_parseable_log_line_per_job(served):
     assert by_id[jobs["vad"]["id"]]["kind"] == "vad"
 
 
+@pytest.mark.slow  # starts processes
 def test_metrics_need_a_login_when_logins_are_on(tmp_path, test_models):
     with running_server(tmp_path, test_models, overrides={"server": {"auth": ["ops:s3cret"]}}) as server:
         assert httpx.get(server.url + "/metrics", trust_env=False).status_code == 401
