@@ -120,6 +120,10 @@ def test_with_logins_nothing_is_reachable_without_one(test_models, tmp_path, spe
         assert session.post("/login", data={"username": "alice", "password": "correct-horse"}).status_code == 200
         config = json.loads(session.get("/config").text)
         assert config["components"]
+        # the UI's upload route (ours, in front of Gradio's) takes the login cookie
+        uploaded = session.post("/gradio_api/upload", files=[("files", ("mine.wav", speech_wav.read_bytes()))])
+        assert uploaded.status_code == 200 and uploaded.json()[0].endswith("mine.wav")
+        assert anonymous.post("/gradio_api/upload", files=[("files", ("x.wav", b"x"))]).status_code == 401
 
 
 # ---- files named in UI events -------------------------------------------------------------------------
