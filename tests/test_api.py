@@ -424,7 +424,16 @@ def test_a_ui_upload_is_removed_once_its_job_has_its_copy_or_when_it_expires(set
         path = ui_upload(srv.url, speech_wav, "meeting.wav")
         outcome = run_event(srv.url, "transcribe", [[file_data(path)], None, True, ["srt"]])
         assert outcome.success and outcome.output[0], outcome
-        assert _leftovers(s) == []  # neither the upload, Gradio's copy, nor an empty temp file is left
+        assert _leftovers(s) == []  # neither the upload, a copy of it, nor an empty temp file is left
+
+        # the same file uploaded twice (two tabs, two users) is one file: the first job must not take
+        # it away from the second
+        first, second = ui_upload(srv.url, speech_wav, "twice.wav"), ui_upload(srv.url, speech_wav, "twice.wav")
+        assert first == second
+        assert run_event(srv.url, "transcribe", [[file_data(first)], None, True, ["srt"]]).success
+        assert Path(second).exists()
+        assert run_event(srv.url, "transcribe", [[file_data(second)], None, True, ["srt"]]).success
+        assert _leftovers(s) == []
 
         unused = ui_upload(srv.url, speech_wav, "never-used.wav")
         assert Path(unused).exists()

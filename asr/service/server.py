@@ -75,10 +75,6 @@ def _sweep(directory: Path) -> None:
         raise storage_error(e, f"the cache directory {directory} cannot be used (set storage.cache_dir)", directory) from e
 
 
-#: Where the UI's uploads are kept, inside Gradio's temp dir (which its file checks count as uploaded).
-UI_UPLOADS = "ui-uploads"
-
-
 def create_app(settings: Settings, ui: UiFactory, engine: Engine | None = None):
     """The ASGI app (API + UI) and its engine, not yet started."""
     cache = settings.storage.cache_path()
@@ -103,7 +99,7 @@ def create_app(settings: Settings, ui: UiFactory, engine: Engine | None = None):
     engine = engine or Engine(settings)
     server = settings.server
     throttle = LoginThrottle(server.login_max_failures, server.login_max_wait_s)
-    registry = UploadRegistry(cache / "gradio" / UI_UPLOADS, results_dir(), settings.storage.ui_upload_ttl_s)
+    registry = UploadRegistry(cache / "gradio", results_dir(), settings.storage.ui_upload_ttl_s)
     registry.start_sweeper(threading.Event())
     api = create_api(engine, settings, throttle)
     max_file = int(settings.audio.max_file_mb * 1024 * 1024)

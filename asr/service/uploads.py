@@ -2,9 +2,13 @@
 
 Gradio, mounted into our FastAPI app rather than launched, would take any server path a UI
 event names. So the service keeps its own register: a file is usable in an event only if our
-upload route wrote it (``ui_upload_route``) or it is a result the UI wrote (``add_result``).
+upload route wrote it (``add_ui_upload_route``) or it is a result the UI wrote (``add_result``).
 The register also bounds what uploads keep on disk: a UI upload is removed once its job has
 its own copy (``discard``), or after ``ttl_s`` unused (``sweep``).
+
+An upload is kept where Gradio's own cache would put it (``root/<content hash>/<name>``), so that
+Gradio uses it in place instead of copying it again for the event; the same file uploaded twice is
+one file there, counted twice.
 """
 
 from __future__ import annotations
@@ -30,18 +34,20 @@ from asr.errors import FileTooLargeError, LoginRequiredError, RequestError, stor
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Upload:
-    path: Path
     size: int
-    at: float
+    at: float  # when it was last handed out
+    holders: int  # uploads of this same file not yet taken by a job
 
 
 class UploadRegistry:
-    """Thread-safe register of the UI's uploads (under ``uploads_dir``) and results (under ``results_dir``)."""
+    """Thread-safe register of the UI's uploads (under ``root``, Gradio's temp dir) and results
+    (under ``results_dir``). Requests stream into ``staging`` first, one folder each."""
 
-    def __init__(self, uploads_dir: Path, results_dir: Path, ttl_s: float):
-        self.uploads_dir = uploads_dir
+    def __init__(self, root: Path, results_dir: Path, ttl_s: float):
+        self.root = root
+        self.staging = root / "ui-uploads"
         self.results_dir = results_dir
         self.ttl_s = ttl_s
         self._lock = threading.Lock()
@@ -50,10 +56,18 @@ class UploadRegistry:
 
     # ---- handing out ----------------------------------------------------------------------
 
-    def add_upload(self, path: Path) -> None:
-        real = Path(os.path.realpath(path))
+    def keep(self, staged: Path) -> Path:
+        """Move a staged upload (``staging/<request>/<hash>/<name>``) to where Gradio looks for it,
+        register it, and return its path there."""
+        target = self.root / staged.parent.name / staged.name
+        target.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            self._uploads[real] = _Upload(real, real.stat().st_size, time.monotonic())
+            os.replace(staged, target)  # the same content under the same name: the same file
+            real = Path(os.path.realpath(target))
+            known = self._uploads.get(real)
+            holders = known.holders + 1 if known else 1
+            self._uploads[real] = _Upload(real.stat().st_size, time.monotonic(), holders)
+        return real
 
     def add_result(self, path: Path) -> None:
         with self._lock:
@@ -80,34 +94,34 @@ class UploadRegistry:
             return False  # a link somewhere on the way
         with self._lock:
             if real in self._uploads:
-                return real.is_relative_to(self.uploads_dir)
+                return real.is_relative_to(self.root)
             return real in self._results and real.is_relative_to(self.results_dir)
 
     # ---- taking back ----------------------------------------------------------------------
 
     def discard(self, path: str | Path) -> None:
-        """Remove a UI upload once its job has its own copy: the file given to the handler and,
-        when Gradio copied it into its cache first, the upload it was copied from."""
-        given = Path(os.path.realpath(path))
+        """A job has its own copy of this upload: remove it, unless another upload of the same
+        file still waits for its job."""
+        real = Path(os.path.realpath(path))
         with self._lock:
-            originals = [u.path for u in self._uploads.values()
-                         if u.path == given or (u.path.name == given.name and u.path.parent.name == given.parent.name)]
-            for original in originals:
-                self._uploads.pop(original, None)
-        gradio_root = self.uploads_dir.parent
-        for file in {given, *originals}:
-            if file.is_relative_to(gradio_root) and not file.is_relative_to(self.results_dir):
-                _remove(file, stop_at=gradio_root)
+            known = self._uploads.get(real)
+            if known is not None:
+                known.holders -= 1
+                if known.holders > 0:
+                    return
+                del self._uploads[real]
+        if real.is_relative_to(self.root) and not real.is_relative_to(self.results_dir):
+            _remove(real, stop_at=self.root)
 
     def sweep(self) -> int:
         """Remove uploads unused for ``ttl_s``; returns how many."""
         cutoff = time.monotonic() - self.ttl_s
         with self._lock:
-            stale = [u.path for u in self._uploads.values() if u.at < cutoff]
+            stale = [path for path, u in self._uploads.items() if u.at < cutoff]
             for path in stale:
                 del self._uploads[path]
         for path in stale:
-            _remove(path, stop_at=self.uploads_dir)
+            _remove(path, stop_at=self.root)
         if stale:
             logger.info("removed %d UI upload(s) unused for %g s", len(stale), self.ttl_s)
         return len(stale)
@@ -148,17 +162,19 @@ def add_ui_upload_route(app: Any, registry: UploadRegistry, max_file_bytes: int,
 
     Gradio's parser does the work (``route_utils.upload_fn``), into a folder of this request's
     own: whatever goes wrong (too large, a full disk, the client gone) the folder is removed,
-    so nothing partial is left, and the error is the service's own. What succeeds is registered."""
+    so nothing partial is left, and the error is the service's own. What succeeds is kept
+    (``UploadRegistry.keep``) and registered."""
     from gradio.route_utils import MultiPartException, upload_fn
 
     async def upload(request: Request) -> Any:
         if logins_on and ui_user(request) is None:
             raise LoginRequiredError("log in first")
-        staging = registry.uploads_dir / uuid.uuid4().hex
+        staging = registry.staging / uuid.uuid4().hex
         try:
             try:
                 staging.mkdir(parents=True)
-                paths, _, _ = await upload_fn(request, str(staging), max_file_bytes, None, force_move=True)
+                staged, _, _ = await upload_fn(request, str(staging), max_file_bytes, None, force_move=True)
+                paths = [str(registry.keep(Path(p))) for p in staged]
             except MultiPartException as e:
                 if "maximum allowed size" in e.message:
                     raise FileTooLargeError(
@@ -168,11 +184,8 @@ def add_ui_upload_route(app: Any, registry: UploadRegistry, max_file_bytes: int,
                 raise RequestError(f"the upload could not be read: {e.detail}") from None
             except OSError as e:
                 raise storage_error(e, "the upload could not be kept", staging) from e
-            for path in paths:
-                registry.add_upload(Path(path))
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # kept files have moved out; nothing partial stays
         return JSONResponse(paths)
 
     app.add_api_route(f"{prefix}/upload", upload, methods=["POST"], include_in_schema=False)
