@@ -41,13 +41,17 @@ def _gradio():
     return gr
 
 
+def user_error(message: str) -> Exception:
+    """The message shown to the user; it is their input's fault, so no stack goes to the log."""
+    return _gradio().Error(message, print_exception=False)
+
+
 def friendly(error: BaseException) -> Exception:
     """An AsrError's own message for the user; anything else is logged and kept vague."""
-    gr = _gradio()
     if isinstance(error, AsrError):
-        return gr.Error(str(error), print_exception=False)
+        return user_error(str(error))
     logger.exception("unexpected error in the UI", exc_info=error)
-    return gr.Error("Internal error while handling this request; the details are in the service log.", print_exception=False)
+    return user_error("Internal error while handling this request; the details are in the service log.")
 
 
 def write_result_files(record: JobRecord, formats: list[str], settings: Settings, registry: Any) -> list[str]:
@@ -164,8 +168,8 @@ def upload_box(**kwargs: Any):
 
     def process_single_file(f):
         if box.file_types and not client_utils.is_valid_file(f.path, box.file_types):
-            raise gr.Error(f"Invalid file type. Please upload a file that is one of these formats: "
-                           f"{box.file_types}", print_exception=False)
+            raise user_error(f"Invalid file type. Please upload a file that is one of these formats: "
+                         f"{box.file_types}")
         path = NamedString(f.path)
         # The user's own name for the file, which the stored name may lack characters of:
         # messages and the history then name it as the API and the CLI do.
@@ -197,7 +201,7 @@ def transcribe_tab(tab: _Tab) -> None:
     def transcribe(files, recording, punctuate, formats, request: gr.Request, progress=gr.Progress()):
         given = list(files or []) + ([recording] if recording else [])
         if not given:
-            raise gr.Error("Upload a file or record from the microphone first.", print_exception=False)
+            raise user_error("Upload a file or record from the microphone first.")
         names = {Path(f): getattr(f, "orig_name", None) or Path(f).name for f in given}
         formats = [f for f in (formats or []) if f in WRITERS] or ["srt"]
         jobs, refused = [], []
@@ -227,7 +231,7 @@ def transcribe_tab(tab: _Tab) -> None:
             notes.append(timings_markdown(record) + (f"  \n{problem}" if problem else ""))
         notes.extend(f"**not queued** — {r}" for r in refused)
         if not texts and notes:
-            raise gr.Error(" / ".join(n.replace("**", "") for n in notes), print_exception=False)
+            raise user_error(" / ".join(n.replace("**", "") for n in notes))
         full_text = "\n\n".join(r.result.text for r in records if r.state is JobState.COMPLETED)
         return full_text, "\n\n".join(texts), files, "\n\n".join(notes)
 
@@ -255,7 +259,7 @@ def vad_tab(tab: _Tab) -> None:
 
     def detect(file, request: gr.Request, progress=gr.Progress()):
         if not file:
-            raise gr.Error("Upload a file first.", print_exception=False)
+            raise user_error("Upload a file first.")
         path = Path(file)
         try:
             job = engine.submit(path, getattr(file, "orig_name", None) or path.name, JobKind.VAD,
@@ -266,7 +270,7 @@ def vad_tab(tab: _Tab) -> None:
             registry.discard(path)
         record = wait_for(engine, [job], progress)[0]
         if record.state is not JobState.COMPLETED:
-            raise gr.Error(record.error or f"{record.filename}: {record.state.value}", print_exception=False)
+            raise user_error(record.error or f"{record.filename}: {record.state.value}")
         rows = [[i + 1, format_timestamp(s.start_ms, "."), format_timestamp(s.end_ms, "."), round(s.duration_ms / 1000, 3)]
                 for i, s in enumerate(record.result.segments)]
         summary = (f"**{len(rows)} speech segments** in {record.result.duration_s:.1f} s of audio "
@@ -300,13 +304,13 @@ def history_tab(tab: _Tab) -> tuple[Any, Any, Callable[[Any], tuple[Any, Any]]]:
 
     def open_job(job_id, request: gr.Request):
         if not job_id:
-            raise gr.Error("Choose a job from the list first.", print_exception=False)
+            raise user_error("Choose a job from the list first.")
         try:
             record = engine.get(job_id)
         except Exception as e:
             raise friendly(e) from None
         if settings.server.auth and record.owner != tab.user_of(request):
-            raise gr.Error("No such job.", print_exception=False)
+            raise user_error("No such job.")
         if record.state is not JobState.COMPLETED:
             return f"{record.filename}: {record.state.value} — {record.error or ''}", [], ""
         if isinstance(record.result, VadResult):
