@@ -29,7 +29,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _runtime_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", choices=["vad", "asr", "asr+punc", "vad+asr+punc"], help="models to load")
+    parser.add_argument("--profile", choices=["vad", "asr", "asr+punc", "vad+asr+punc", "vad+asr+punc+spk"], help="models to load")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"], help="numeric mode")
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
@@ -270,7 +270,7 @@ def gather_info(settings: Settings) -> dict[str, Any]:
     import platform
 
     from asr import __version__
-    from asr.models.files import check_required_files, locate_model, roles_for_profile
+    from asr.models.files import check_required_files, locate_model, model_spec, roles_for_profile
 
     info: dict[str, Any] = {
         "asr_service": __version__,
@@ -296,7 +296,7 @@ def gather_info(settings: Settings) -> dict[str, Any]:
     info["funasr"] = funasr_version()
     info.update(_precision_info(settings.runtime.precision, device))
     for role in roles_for_profile(settings.models.profile):
-        spec = getattr(settings.models, role)
+        spec = model_spec(settings.models, role)
         entry: dict[str, Any] = {"id": spec.id, "revision": spec.revision}
         try:
             location = locate_model(settings.models, role)

@@ -26,7 +26,9 @@ from asr.errors import ConfigError
 #: Environment variable naming the config file when ``--config`` is not given.
 CONFIG_ENV = "ASR_CONFIG"
 
-Profile = Literal["vad", "asr", "asr+punc", "vad+asr+punc"]
+Profile = Literal["vad", "asr", "asr+punc", "vad+asr+punc", "vad+asr+punc+spk"]
+#: The one ASR model a deployment runs: the BiCif Paraformer-large, or SeACo-Paraformer (hotwords).
+AsrModelChoice = Literal["paraformer", "seaco"]
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 
 
@@ -61,7 +63,10 @@ class ModelsConfig(_Section):
     cache_dir: Path | None = None
     """Cache root laid out as ModelScope lays it out. Empty: $MODELSCOPE_CACHE, else ~/.cache/modelscope."""
     profile: Profile = "vad+asr+punc"
-    """Which models a deployment loads: ``vad`` (the VAD-only service), ``asr``, ``asr+punc`` or ``vad+asr+punc``."""
+    """Which models a deployment loads: ``vad`` (the VAD-only service), ``asr``, ``asr+punc``, ``vad+asr+punc``,
+    or ``vad+asr+punc+spk`` (adds CAM++ for speaker labels)."""
+    asr_model: AsrModelChoice = "paraformer"
+    """The ASR model: ``paraformer`` (models.asr, the default) or ``seaco`` (models.seaco: hotwords)."""
     asr: ModelSpec = ModelSpec(
         id="iic/speech_paraformer-large-vad-punc_asr_nat-zh-cn-16k-common-vocab8404-pytorch",
         revision="v2.0.4",
@@ -70,6 +75,12 @@ class ModelsConfig(_Section):
     punc: ModelSpec = ModelSpec(
         id="iic/punc_ct-transformer_zh-cn-common-vocab272727-pytorch", revision="v2.0.4"
     )
+    seaco: ModelSpec = ModelSpec(
+        id="iic/speech_seaco_paraformer_large_asr_nat-zh-cn-16k-common-vocab8404-pytorch", revision="v2.0.4"
+    )
+    """SeACo-Paraformer: a BiCif Paraformer with a bias encoder, for hotwords (``asr_model: seaco``)."""
+    spk: ModelSpec = ModelSpec(id="iic/speech_campplus_sv_zh-cn_16k-common", revision="v2.0.2")
+    """CAM++ speaker embeddings, for speaker labels (the ``+spk`` profile)."""
 
     _check_cache_dir = field_validator("cache_dir", mode="before")(_optional_path)
 
@@ -122,6 +133,36 @@ class AsrConfig(_Section):
     8000 on CUDA; lower it if a GPU runs out of memory."""
     max_batch_size: int = Field(32, ge=1)
     """Upper bound on segments in one batch, whatever the frame budget."""
+
+
+class SpeakersConfig(_Section):
+    max_speakers: int = Field(16, ge=2, le=64)
+    """Most speakers a request may ask for, and the clustering's upper bound when it decides alone."""
+    label: str = "Speaker {n}"
+    """Display name of speaker n (1-based) in subtitles and text, e.g. ``说话人 {n}``."""
+
+    @field_validator("label")
+    @classmethod
+    def _check_label(cls, value: str) -> str:
+        if "{n}" not in value:
+            raise ValueError("label must contain {n}, the speaker's number")
+        return value
+
+
+class HotwordsConfig(_Section):
+    file: Path | None = None
+    """Hotwords for every request, one per line (UTF-8); a request's own hotwords are added to them."""
+    max_count: int = Field(200, ge=1, le=2000)
+    """Most hotwords one request may use, the deployment's file included."""
+    max_chars: int = Field(16, ge=1, le=64)
+    """Longest hotword, in characters."""
+
+    _check_file = field_validator("file", mode="before")(_optional_path)
+
+
+class TextConfig(_Section):
+    itn: bool = True
+    """Inverse text normalisation (一百二十三 → 123) when a request does not say; FunASR's runtime defaults it on."""
 
 
 class AudioConfig(_Section):
@@ -237,6 +278,9 @@ class Settings(BaseSettings):
     asr: AsrConfig = AsrConfig()
     audio: AudioConfig = AudioConfig()
     output: OutputConfig = OutputConfig()
+    speakers: SpeakersConfig = SpeakersConfig()
+    hotwords: HotwordsConfig = HotwordsConfig()
+    text: TextConfig = TextConfig()
     server: ServerConfig = ServerConfig()
     queue: QueueConfig = QueueConfig()
     storage: StorageConfig = StorageConfig()
@@ -265,7 +309,7 @@ def _absolutise(data: Any, base: Path, key: str = "") -> Any:
     return data
 
 
-_PATH_KEYS = {"cache_dir", "path", "state_dir", "ui_path"}
+_PATH_KEYS = {"cache_dir", "path", "state_dir", "ui_path", "file"}
 
 
 def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:

