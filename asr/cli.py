@@ -423,7 +423,9 @@ def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
         used = ", ".join(k for k, v in ray_flags.items() if v is not None)
         raise ConfigError(f"{used} need --ray (a local batch runs one worker on all CPU threads or the GPU)")
     items = list_inputs(args.inputs)
-    spec = BatchSpec.create(settings, formats, punctuate=not args.no_punc)
+    from asr.types import TranscribeOptions
+
+    spec = BatchSpec.create(settings, formats, TranscribeOptions(punctuate=not args.no_punc))
     if args.ray:
         from asr.scaleout import require_ray
 

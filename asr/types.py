@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Literal
 
-Stage = Literal["decode", "vad", "asr", "punc", "write"]
+Stage = Literal["decode", "vad", "asr", "punc", "spk", "itn", "write"]
 #: progress(stage, fraction_done_of_that_stage)
 ProgressCallback = Callable[[str, float], None]
 
@@ -77,6 +77,9 @@ class StageTimings:
     asr_s: float = 0.0
     punc_s: float = 0.0
     total_s: float = 0.0
+    speakers_s: float = 0.0
+    """Speaker embeddings (in the reading thread, beside recognition) and clustering."""
+    itn_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -76,8 +76,8 @@ def local_run(tmp_path_factory, corpus, settings, pipeline):
     return out, summary
 
 
-def spec_for(settings, formats=FORMATS, punctuate=True) -> BatchSpec:
-    return BatchSpec.create(settings, formats, punctuate)
+def spec_for(settings, formats=FORMATS, punctuate=True, **options) -> BatchSpec:
+    return BatchSpec.create(settings, formats, TranscribeOptions(punctuate=punctuate, **options))
 
 
 def manifest_lines(out: Path) -> list[dict]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import ClassVar, TextIO
 
 from asr.config import OutputConfig
-from asr.core.sentences import tokens_text
+from asr.core.sentences import join_words, tokens_text
 from asr.errors import RequestError
 from asr.types import Sentence, Transcript, VadResult
 
@@ -30,6 +30,8 @@ class Cue:
     start_ms: int
     end_ms: int
     text: str
+    speaker: str | None = None
+    """The speaker's display name, when the transcript has speaker labels."""
 
 
 def _split_sentence(sentence: Sentence, max_ms: int, max_chars: int) -> list[Cue]:
@@ -76,12 +78,19 @@ def _split_untimed(sentence: Sentence, max_ms: int, max_chars: int) -> list[Cue]
     return cues
 
 
-def build_cues(sentences: Sequence[Sentence], output: OutputConfig) -> list[Cue]:
-    """Subtitle cues: monotonic, non-overlapping, non-empty, each at least 1 ms long."""
-    raw = [c for s in sentences for c in _split_sentence(s, output.max_cue_ms, output.max_cue_chars)]
+def build_cues(
+    sentences: Sequence[Sentence], output: OutputConfig, speaker_names: Sequence[str] = ()
+) -> list[Cue]:
+    """Subtitle cues: monotonic, non-overlapping, non-empty, each at least 1 ms long. A cue never
+    spans two sentences, so it has one speaker: ``speaker_names[sentence.speaker]``."""
+    raw = [
+        Cue(c.start_ms, c.end_ms, c.text, _speaker_name(s, speaker_names))
+        for s in sentences
+        for c in _split_sentence(s, output.max_cue_ms, output.max_cue_chars)
+    ]
     # One line of text per cue: a line break (let alone a blank line) inside the text would
     # end an SRT/VTT cue early and corrupt the rest of the file.
-    raw = [Cue(c.start_ms, c.end_ms, " ".join(c.text.split())) for c in raw]
+    raw = [Cue(c.start_ms, c.end_ms, " ".join(c.text.split()), c.speaker) for c in raw]
     raw = [c for c in raw if c.text]
     raw.sort(key=lambda c: c.start_ms)
     cues: list[Cue] = []
@@ -91,8 +100,15 @@ def build_cues(sentences: Sequence[Sentence], output: OutputConfig) -> list[Cue]
         if i + 1 < len(raw):
             end = min(end, max(raw[i + 1].start_ms, start + 1))
         end = max(end, start + 1)
-        cues.append(Cue(start, end, cue.text))
+        cues.append(Cue(start, end, cue.text, cue.speaker))
     return cues
+
+
+def _speaker_name(sentence: Sentence, names: Sequence[str]) -> str | None:
+    if sentence.speaker is None or not 0 <= sentence.speaker < len(names):
+        return None
+    # a line break or "<"/">" in a user's name for a speaker would break a cue or a VTT voice tag
+    return " ".join(names[sentence.speaker].replace("<", " ").replace(">", " ").split()) or None
 
 
 def format_timestamp(ms: int, separator: str = ",") -> str:
@@ -121,11 +137,28 @@ class TxtWriter(TranscriptWriter):
     extension = "txt"
 
     def write(self, transcript: Transcript, file: TextIO, output: OutputConfig) -> None:
-        if transcript.sentences:
+        if transcript.speakers and transcript.sentences:
+            self._write_turns(transcript, file)
+        elif transcript.sentences:
             for sentence in transcript.sentences:
                 file.write(_one_line(sentence.text) + "\n")
         elif transcript.text:
             file.write(transcript.text + "\n")
+
+    @staticmethod
+    def _write_turns(transcript: Transcript, file: TextIO) -> None:
+        """One paragraph per speaker turn: consecutive sentences of one speaker joined, as a
+        meeting transcript reads ("Speaker 1: ..."), a blank line between turns."""
+        turns: list[tuple[str | None, list[str]]] = []
+        for sentence in transcript.sentences:
+            name = _speaker_name(sentence, transcript.speakers)
+            if turns and turns[-1][0] == name:
+                turns[-1][1].append(sentence.text)
+            else:
+                turns.append((name, [sentence.text]))
+        for i, (name, texts) in enumerate(turns):
+            body = _one_line(join_words(texts))
+            file.write(("\n" if i else "") + (f"{name}: {body}" if name else body) + "\n")
 
 
 class SrtWriter(TranscriptWriter):
@@ -133,8 +166,9 @@ class SrtWriter(TranscriptWriter):
     media_type = "application/x-subrip; charset=utf-8"
 
     def write(self, transcript: Transcript, file: TextIO, output: OutputConfig) -> None:
-        for i, cue in enumerate(build_cues(transcript.sentences, output), start=1):
-            file.write(f"{i}\n{format_timestamp(cue.start_ms)} --> {format_timestamp(cue.end_ms)}\n{cue.text}\n\n")
+        for i, cue in enumerate(build_cues(transcript.sentences, output, transcript.speakers), start=1):
+            text = f"{cue.speaker}: {cue.text}" if cue.speaker else cue.text
+            file.write(f"{i}\n{format_timestamp(cue.start_ms)} --> {format_timestamp(cue.end_ms)}\n{text}\n\n")
 
 
 class VttWriter(TranscriptWriter):
@@ -143,8 +177,10 @@ class VttWriter(TranscriptWriter):
 
     def write(self, transcript: Transcript, file: TextIO, output: OutputConfig) -> None:
         file.write("WEBVTT\n\n")
-        for cue in build_cues(transcript.sentences, output):
-            file.write(f"{format_timestamp(cue.start_ms, '.')} --> {format_timestamp(cue.end_ms, '.')}\n{cue.text}\n\n")
+        for cue in build_cues(transcript.sentences, output, transcript.speakers):
+            # WebVTT's voice span names the speaker; players show or style it
+            text = f"<v {cue.speaker}>{cue.text}" if cue.speaker else cue.text
+            file.write(f"{format_timestamp(cue.start_ms, '.')} --> {format_timestamp(cue.end_ms, '.')}\n{text}\n\n")
 
 
 class JsonWriter(TranscriptWriter):
@@ -161,10 +197,13 @@ class TsvWriter(TranscriptWriter):
     media_type = "text/tab-separated-values; charset=utf-8"
 
     def write(self, transcript: Transcript, file: TextIO, output: OutputConfig) -> None:
-        file.write("start_ms\tend_ms\ttext\n")
+        # the speaker column only when there are speakers: readers of the three-column form keep working
+        with_speaker = bool(transcript.speakers)
+        file.write("start_ms\tend_ms\t" + ("speaker\t" if with_speaker else "") + "text\n")
         for sentence in transcript.sentences:
             # a tab or a line break (\n, \r) inside the text would break the row
-            file.write(f"{sentence.start_ms}\t{sentence.end_ms}\t{_one_line(sentence.text)}\n")
+            speaker = (_one_line(_speaker_name(sentence, transcript.speakers) or "") + "\t") if with_speaker else ""
+            file.write(f"{sentence.start_ms}\t{sentence.end_ms}\t{speaker}{_one_line(sentence.text)}\n")
 
 
 WRITERS: dict[str, TranscriptWriter] = {

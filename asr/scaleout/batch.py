@@ -46,7 +46,8 @@ import numpy as np
 from asr.atomic import TMP_MARK, write_atomic
 from asr.config import Settings
 from asr.errors import AsrError, ConfigError
-from asr.models.files import sha256_file
+from asr.models.files import model_spec, sha256_file
+from asr.types import TranscribeOptions
 
 logger = logging.getLogger(__name__)
 
@@ -202,28 +203,47 @@ class BatchSpec:
     """What every input of a run is turned into."""
 
     formats: tuple[str, ...]
-    punctuate: bool = True
+    options: TranscribeOptions = TranscribeOptions()
+    """The same for every input (checked once, by asr.core.options.build_options)."""
     config_key: str = ""
-    """Hash of the settings that shape the outputs (models, precision, VAD, cue limits, punctuation)."""
+    """Hash of the settings that shape the outputs (models, precision, VAD, cue limits, the options)."""
 
     @classmethod
-    def create(cls, settings: Settings, formats: Iterable[str], punctuate: bool = True) -> "BatchSpec":
-        return cls(tuple(formats), punctuate, config_key(settings, punctuate))
+    def create(cls, settings: Settings, formats: Iterable[str],
+               options: TranscribeOptions = TranscribeOptions()) -> "BatchSpec":
+        return cls(tuple(formats), options, config_key(settings, options))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, for a Ray actor's constructor."""
+        return {"formats": list(self.formats), "options": asdict(self.options), "config_key": self.config_key}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BatchSpec":
+        options = dict(data["options"])
+        options["hotwords"] = tuple(options.get("hotwords", ()))
+        return cls(tuple(data["formats"]), TranscribeOptions(**options), data["config_key"])
 
 
-def config_key(settings: Settings, punctuate: bool) -> str:
+def config_key(settings: Settings, options: TranscribeOptions = TranscribeOptions()) -> str:
     """Changes when a setting that changes the transcript or its files changes (not the device, not the
     decoder's limits: they only decide whether a file fails, and failed files are always tried again)."""
     m = settings.models
+    roles = (("asr", model_spec(m, "asr")), ("vad", m.vad), ("punc", m.punc))
     shaping = {
         "profile": m.profile,
-        "models": {role: [spec.id, spec.revision, str(spec.path or "")]
-                   for role, spec in (("asr", m.asr), ("vad", m.vad), ("punc", m.punc))},
+        "models": {role: [spec.id, spec.revision, str(spec.path or "")] for role, spec in roles},
         "precision": settings.runtime.precision,
         "vad": settings.vad.model_dump(mode="json"),
         "output": settings.output.model_dump(mode="json"),
-        "punctuate": punctuate,
+        "punctuate": options.punctuate,
     }
+    # Keys that only exist when used, so that a run started before they existed still resumes.
+    extra = {k: v for k, v in asdict(options).items() if k not in ("punctuate", "use_vad", "precision")}
+    defaults = asdict(TranscribeOptions(itn=False))
+    if any(v != defaults[k] for k, v in extra.items()):
+        shaping["options"] = extra
+        if options.speakers:
+            shaping["speakers"] = [m.spk.id, m.spk.revision, str(m.spk.path or ""), settings.speakers.label]
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -274,12 +294,11 @@ def transcribe_input(
     requested format. Returns the outcome (a JSON-able dict); never raises for a bad file."""
     from asr.core.writers import render
     from asr.errors import FatalDeviceError
-    from asr.types import TranscribeOptions
 
     started = time.perf_counter()
     try:
-        transcript = pipeline.transcribe(item.path if audio is None else audio,
-                                         TranscribeOptions(punctuate=spec.punctuate), name=Path(item.path).name)
+        transcript = pipeline.transcribe(item.path if audio is None else audio, spec.options,
+                                         name=Path(item.path).name)
         texts = {fmt: render(transcript, fmt, settings.output).body.decode("utf-8") for fmt in spec.formats}
     except FatalDeviceError:
         raise  # the worker's device is broken: the worker must go, not the file

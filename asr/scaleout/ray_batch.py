@@ -17,7 +17,6 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +70,7 @@ class _Transcriber:
     def __init__(self, settings_json: str, spec: dict[str, Any], threads: int, gpus: float):
         logging.getLogger("asr").setLevel(logging.WARNING)
         self.settings = worker_settings(settings_json, threads, gpus)
-        self.spec = BatchSpec(tuple(spec["formats"]), spec["punctuate"], spec["config_key"])
+        self.spec = BatchSpec.from_dict(spec)
         self.pipeline = load_warm_pipeline(self.settings)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -128,7 +127,7 @@ def run_on_ray(
                 ds = bounded(
                     ds.map_batches, {"max_restarts": -1, "max_task_retries": TASK_RETRIES},
                     _Transcriber,
-                    fn_constructor_kwargs={"settings_json": settings_json, "spec": asdict(spec),
+                    fn_constructor_kwargs={"settings_json": settings_json, "spec": spec.to_dict(),
                                            "threads": plan.threads, "gpus": plan.gpus_per_worker},
                     batch_size=1, batch_format="numpy",
                     # one file at a time per actor: a file that kills its actor takes no other file with it
