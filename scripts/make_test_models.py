@@ -247,12 +247,54 @@ def build_plain_paraformer(directory: Path) -> None:
 
 
 def build_seaco(directory: Path, full: bool) -> None:
+    """SeACo-Paraformer with random weights, plus what hotwords need to be testable.
+
+    * A ``seg_dict`` (the real model ships one): FunASR turns a hotword into token ids only
+      through it; without one every hotword becomes a single ``<unk>`` and all hotword lists
+      look alike to the model. Ours maps each CJK token to itself and each English word to its
+      pieces (``ab@@ cd``), as the real one does.
+    * The bias decoder's attention over the hotwords scaled up (queries, keys, values and output
+      x3). With fresh random weights the hotword embeddings reach its output only faintly: any
+      two hotword lists decoded to the same text but for a token or none, so a wrong hotword
+      embedding (tokenisation, the bias encoder, the 50-hotword filter) would still pass.
+      Scaled, two lists differ in 3 to 11 of 50 tokens on the test sentence.
+    * The NO_BIAS logit of the hotword output layer raised so that the bias decoder says "no
+      bias" for about half of the tokens. Fresh random weights make it pick some other token
+      almost everywhere (1 token in 8404 is NO_BIAS), so hotwords would replace every decoded
+      token and a merge that ignored the decoder, or ignored NO_BIAS, would still pass.
+    """
+    import torch
+
     config = _read_config("seaco-paraformer.config.yaml")
     config.pop("specaug", None)
     config.pop("specaug_conf", None)
     if not full:
         _deep_update(config, TINY_SEACO)
-    params = _write_model_dir(directory, config, asr_tokens(), "seaco", seed=4)
+    tokens = asr_tokens()
+    params = _write_model_dir(directory, config, tokens, "seaco", seed=4)
+
+    rng = random.Random(8377)
+    entries = {t: t for t in tokens if len(t) == 1 and CJK_START <= ord(t) <= CJK_END}
+    entries.update({t: t for t in tokens if t.isascii() and t.isalpha()})
+    heads = [t for t in tokens if t.endswith("@@")]
+    tails = [t for t in tokens if t.isascii() and t.isalpha()]
+    for _ in range(400):
+        head, tail = rng.choice(heads), rng.choice(tails)
+        entries.setdefault(head[:-2] + tail, f"{head} {tail}")
+    (directory / "seg_dict").write_text("".join(f"{k} {v}\n" for k, v in entries.items()), encoding="utf-8")
+
+    no_bias = config["model_conf"]["NO_BIAS"]
+    state = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
+    for name, tensor in state.items():
+        if name.startswith("seaco_decoder.decoders.") and ".src_attn.linear_" in name:
+            tensor.mul_(3.0)
+    weight, bias = state["hotword_output_layer.weight"], state["hotword_output_layer.bias"]
+    # The layer's input is the sum of two layer-normalised decoder outputs: variance about 2.
+    probe = torch.randn(4000, weight.shape[1], generator=torch.Generator().manual_seed(8377)) * 2 ** 0.5
+    logits = probe @ weight.T + bias
+    others = torch.cat([logits[:, :no_bias], logits[:, no_bias + 1:]], dim=1).max(dim=1).values
+    bias[no_bias] += torch.quantile(others - logits[:, no_bias], 0.5)
+    torch.save(state, directory / "model.pt")
     logger.info("SeACo %s: %.2f M random parameters in %s", "full" if full else "tiny", params / 1e6, directory)
 
 
