@@ -429,3 +429,51 @@ def test_cues_of_a_real_transcript_keep_the_invariants(pipeline, speech_wav, out
         assert len(cues) > len(transcript.sentences)  # the tight limits really split sentences
     # the subtitle files written from it parse back to the same cues
     assert parse_cue_blocks(write("srt", transcript, output), SRT_TIME, numbered=True) == cues
+
+
+# ---- speakers ---------------------------------------------------------------------------------
+
+
+def meeting_transcript() -> Transcript:
+    """Three sentences, two speakers: A, B, then B again (one turn of two sentences)."""
+    from dataclasses import replace
+
+    a = replace(timed_sentence("今天天气很好", 0, 1800, {5: "。"}), speaker=0)
+    b1 = replace(timed_sentence("我们去公园", 2000, 3500, {4: "？"}), speaker=1)
+    b2 = replace(timed_sentence("好不好", 3600, 4500, {2: "。"}), speaker=1)
+    return Transcript(text=a.text + b1.text + b2.text, sentences=(a, b1, b2), segments=(SpeechSegment(0, 4500),),
+                      duration_s=5.0, speakers=("Speaker 1", "说话人 <2>\n"))
+
+
+def test_srt_and_vtt_cues_name_their_speaker():
+    transcript = meeting_transcript()
+    srt = write("srt", transcript)
+    texts = [block.split("\n")[2] for block in srt.strip().split("\n\n")]
+    assert texts == ["Speaker 1: 今天天气很好。", "说话人 2: 我们去公园？", "说话人 2: 好不好。"]  # no <, > or line break
+    vtt = write("vtt", transcript)
+    cue_lines = [block.split("\n")[1] for block in vtt.strip().split("\n\n")[1:]]
+    assert cue_lines == ["<v Speaker 1>今天天气很好。", "<v 说话人 2>我们去公园？", "<v 说话人 2>好不好。"]
+    # the strict parsers still accept them: one text line per cue, monotonic times
+    parse_cue_blocks(srt, SRT_TIME, numbered=True)
+
+
+def test_txt_is_grouped_by_speaker_turns():
+    assert write("txt", meeting_transcript()) == "Speaker 1: 今天天气很好。\n\n说话人 2: 我们去公园？好不好。\n"
+
+
+def test_tsv_and_json_carry_the_speaker():
+    transcript = meeting_transcript()
+    rows = list(csv.reader(io.StringIO(write("tsv", transcript)), delimiter="\t"))
+    assert rows[0] == ["start_ms", "end_ms", "speaker", "text"]
+    assert [r[2] for r in rows[1:]] == ["Speaker 1", "说话人 2", "说话人 2"]
+    data = json.loads(write("json", transcript))
+    assert [s["speaker"] for s in data["sentences"]] == [0, 1, 1]
+    assert data["speakers"] == ["Speaker 1", "说话人 <2>\n"]
+    assert Transcript.from_dict(data) == transcript  # the job history round-trips it
+
+
+def test_without_speakers_the_formats_are_unchanged():
+    transcript = sample_transcript()
+    assert list(csv.reader(io.StringIO(write("tsv", transcript)), delimiter="\t"))[0] == ["start_ms", "end_ms", "text"]
+    assert ":" not in write("srt", transcript).split("\n")[2]
+    assert "<v " not in write("vtt", transcript)
