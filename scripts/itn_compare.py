@@ -3,6 +3,10 @@
 
     PYTHONPATH=DIR python3 scripts/itn_compare.py --only NAME [--size NAME=DIR] [--rounds 20]
         [--cases tests/data/itn_cases.tsv]
+    python3 scripts/itn_compare.py --only house --only wetext   # what the service runs, against stock
+
+``house`` is this project's ITN (``asr.core.itn.InverseNormalizer``: the FSTs that
+scripts/build_itn_fst.py compiles, run by the ``wetext`` runtime); it needs wetext installed.
 
 Run it with an interpreter that has the candidates installed (each is skipped with a note when it is
 not). ``--size NAME=DIR`` reports the disk size of a directory the library was installed into on its
@@ -47,7 +51,15 @@ def wetextprocessing() -> Callable[[str], str]:
     return normalizer.normalize
 
 
-CANDIDATES = {"wetext": wetext, "wetextprocessing": wetextprocessing}
+def house() -> Callable[[str], str]:
+    """Ours: the FSTs in asr/core/itn_fst (scripts/build_itn_fst.py) run by wetext's runtime."""
+    sys.path.insert(0, str(REPO))
+    from asr.core.itn import InverseNormalizer
+
+    return InverseNormalizer().text
+
+
+CANDIDATES = {"wetext": wetext, "wetextprocessing": wetextprocessing, "house": house}
 
 
 def dir_size_mb(directory: Path) -> float:
