@@ -71,6 +71,20 @@ def pipeline(models, settings):
     return Pipeline(models, settings)
 
 
+@pytest.fixture(scope="session")
+def meeting_settings(settings):
+    """A meetings deployment: SeACo-Paraformer (hotwords) and CAM++ (speakers) on top of the rest."""
+    return settings.model_copy(update={"models": settings.models.model_copy(
+        update={"profile": "vad+asr+punc+spk", "asr_model": "seaco"})})
+
+
+@pytest.fixture(scope="session")
+def meeting_pipeline(meeting_settings):
+    from asr.core.pipeline import build_pipeline
+
+    return build_pipeline(meeting_settings)
+
+
 def espeak(text: str, path: Path, speed: int = 150) -> Path:
     """Mandarin speech from espeak-ng (22.05 kHz mono WAV)."""
     if shutil.which("espeak-ng") is None:
