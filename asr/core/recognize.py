@@ -12,19 +12,37 @@ This is ``BiCifParaformer.inference`` taken apart so that a batch is decoded onc
 
 A plain Paraformer (no timestamp branch, e.g. a lighter model) gets its timestamps from the
 CIF peaks, as FunASR does for it.
+
+SeACo-Paraformer (a BiCif Paraformer with a bias encoder and a bias decoder) decodes as above
+without hotwords. With hotwords it follows ``SeacoParaformer._seaco_decode_with_ASF``:
+
+* the hotwords' embedding (the bias encoder's LSTM over each hotword's tokens) depends only on
+  the hotword list, so it is computed once per list and cached (the last few lists), not once
+  per segment or per batch as FunASR does;
+* with 50 hotwords or more FunASR keeps, for each decode, the 50 entries its attention scores
+  highest, plus the ``<s>`` entry (again, if it was among them); it scores the first segment of
+  a batch only and applies that to all.
+  We score each segment on its own, which is what FunASR gives a segment decoded alone (as it
+  does on CPU), so a segment's text does not depend on what it is batched with;
+* the bias decoder runs on the whole batch; per token, its answer replaces the decoder's
+  unless it says NO_BIAS.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import re
 import sys
+from collections import OrderedDict
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from asr.core.fbank import fast_fbank
+from asr.errors import HotwordsUnavailableError
 from asr.models.loading import LoadedModel
 from asr.models.precision import compute_dtype, cpu_has_bf16
 from asr.types import RecognizedSegment
@@ -35,6 +53,25 @@ logger = logging.getLogger(__name__)
 FRAME_MS = 60
 #: Tokens FunASR's text post-processing removes.
 _DROPPED_TOKENS = frozenset({"<s>", "</s>", "<unk>", "<OOV>"})
+#: SeACo's hotword filter (ASF): with more hotwords than this, each decode keeps this many.
+#: FunASR's default in ``_seaco_decode_with_ASF``, which ``inference`` never overrides; so is the
+#: merge weight 1.0, under which a token is the bias decoder's unless it says NO_BIAS.
+ASF_KEEP = 50
+#: Hotword lists whose embeddings are kept (each is hotwords x inner_dim floats: 0.4 MB for 200).
+HOTWORD_CACHE_SIZE = 8
+#: CJK characters and digits: a word FunASR splits into characters when the seg_dict lacks it.
+_CHARACTERWISE = re.compile(r"^[\u4E00-\u9FA50-9]+$")
+
+
+def _read_seg_dict(path) -> dict[str, str]:
+    """FunASR's ``load_seg_dict``: each line is a word and the tokens it splits into."""
+    entries = {}
+    with open(path, encoding="utf8") as f:
+        for line in f:
+            parts = line.strip().split()
+            if parts:
+                entries[parts[0]] = " ".join(parts[1:])
+    return entries
 
 
 def _split_directions(blstm: torch.nn.LSTM) -> tuple[torch.nn.LSTM, torch.nn.LSTM]:
@@ -83,6 +120,22 @@ class Recognizer:
         self._make_pad_mask = make_pad_mask
         self._postprocess = postprocess_utils.sentence_postprocess
         self._timestamps = ts_prediction_lfr6_standard
+        #: True for SeACo-Paraformer, the one model here with a bias encoder.
+        self.supports_hotwords = all(
+            getattr(self.module, name, None) is not None
+            for name in ("bias_encoder", "seaco_decoder", "hotword_output_layer")
+        )
+        self._seg_dict: dict[str, str] | None = None
+        self._hotword_cache: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
+        if self.supports_hotwords:
+            # FunASR reads the seg_dict beside the model's am.mvn; without one a hotword is looked
+            # up as a single token (so a word of several characters is <unk>).
+            seg_dict = model.location.directory / "seg_dict"
+            if seg_dict.is_file():
+                self._seg_dict = _read_seg_dict(seg_dict)
+            else:
+                logger.warning("SeACo model in %s has no seg_dict: hotwords of more than one token will be <unk>",
+                               model.location.directory)
 
     # ---- features ----------------------------------------------------------------------------
 
@@ -163,9 +216,120 @@ class Recognizer:
         behind = torch.gather(behind, 1, reverse[:, :, None].expand(-1, -1, behind.shape[2]))
         return torch.cat([ahead, behind], dim=-1)
 
+    # ---- hotwords (SeACo) ------------------------------------------------------------------
+
+    def _seg_tokenize(self, words: list[str]) -> list[str]:
+        """FunASR's ``seg_tokenize`` (in ``generate_hotwords_list``)."""
+        seg_dict = self._seg_dict
+        tokens: list[str] = []
+        for word in words:
+            word = word.lower()
+            if word in seg_dict:
+                tokens.extend(seg_dict[word].split())
+            elif _CHARACTERWISE.match(word):
+                for char in word:
+                    tokens.extend(seg_dict[char].split() if char in seg_dict else ["<unk>"])
+            else:
+                tokens.append("<unk>")
+        return tokens
+
+    def hotword_ids(self, hotwords: Sequence[str]) -> list[list[int]]:
+        """Token ids of each hotword, then ``[<s>]``: FunASR's ``generate_hotwords_list`` (a hotword's
+        space-separated words are tokenised together, as in its hotword-file form)."""
+        ids = []
+        for hotword in hotwords:
+            words = hotword.split()
+            tokens = self._seg_tokenize(words) if self._seg_dict is not None else words
+            ids.append(self.tokenizer.tokens2ids(tokens))
+        ids.append([self.module.sos])
+        return ids
+
+    def _hotword_embeddings(self, hotwords: tuple[str, ...]) -> torch.Tensor:
+        """(hotwords + 1, inner_dim) float32 on the device: the bias encoder's last output for
+        each hotword and for ``<s>``; cached per list (FunASR computes it again for every batch)."""
+        cached = self._hotword_cache.get(hotwords)
+        if cached is not None:
+            self._hotword_cache.move_to_end(hotwords)
+            return cached
+        module = self.module
+        ids = self.hotword_ids(hotwords)
+        if any(not i for i in ids):
+            raise ValueError("a hotword with no tokens")  # resolve_hotwords drops empty ones
+        lengths = torch.tensor([len(i) for i in ids], dtype=torch.int32)
+        padded = pad_sequence([torch.tensor(i, dtype=torch.long) for i in ids], batch_first=True).to(self.device)
+        lstm = module.bias_encoder
+        # In reduced modes the decoder (and its embedding) may be bf16; the bias encoder is fp32.
+        embedded = module.decoder.embed(padded).to(lstm.weight_ih_l0.dtype)
+        packed = torch.nn.utils.rnn.pack_padded_sequence(embedded, lengths.long(), batch_first=True,
+                                                         enforce_sorted=False)
+        output, _ = lstm(packed)
+        output = torch.nn.utils.rnn.pad_packed_sequence(output, batch_first=True)[0]
+        if getattr(module, "lstm_proj", None) is not None:
+            output = module.lstm_proj(output)
+        selected = output[torch.arange(len(ids)), (lengths - 1).long()].float()
+        if len(self._hotword_cache) >= HOTWORD_CACHE_SIZE:
+            self._hotword_cache.popitem(last=False)
+        self._hotword_cache[hotwords] = selected
+        unknown = [h for h, i in zip(hotwords, ids) if self.tokenizer.unk_id in i] if hotwords else []
+        if unknown:
+            logger.info("%d of %d hotwords have tokens this model does not know (<unk>): %s",
+                        len(unknown), len(hotwords), ", ".join(unknown[:10]))
+        return selected
+
+    def _bias_contexts(self, selected: torch.Tensor, decoder_hidden: torch.Tensor, token_num: torch.Tensor):
+        """The hotword entries each segment attends to, (batch, entries, inner_dim): all of them,
+        or with ASF_KEEP or more hotwords the ones the bias decoder's attention scores highest
+        for that segment (FunASR's ASF), with ``<s>`` last."""
+        batch, entries = decoder_hidden.shape[0], selected.shape[0]
+        contexts = selected.unsqueeze(0).repeat(batch, 1, 1)
+        lengths = torch.full((batch,), entries, dtype=torch.int32, device=selected.device)
+        if not 0 < ASF_KEEP < entries:
+            return contexts, lengths
+        scores = self.module.seaco_decoder.forward_asf6(contexts, lengths, decoder_hidden, token_num).float()
+        keep = min(ASF_KEEP, entries - 1)
+        chosen = []
+        for i in range(batch):
+            # (heads, tokens, entries) of this segment's own tokens, summed as FunASR sums its one
+            score = scores[i, :, : int(token_num[i])].contiguous().sum(0).sum(0)
+            index = torch.topk(score, keep)[1].tolist()
+            index.append(entries - 1)
+            chosen.append(selected[index])
+        contexts = torch.stack(chosen)
+        return contexts, torch.full((batch,), contexts.shape[1], dtype=torch.int32, device=selected.device)
+
+    def _decode_with_hotwords(self, hidden, hidden_lengths, embeds, token_num, hotwords) -> torch.Tensor:
+        """SeACo's decoder with the bias decoder merged in: (batch, tokens, vocab) log-probabilities."""
+        module = self.module
+        selected = self._hotword_embeddings(hotwords)
+        with self._autocast():
+            decoder_out, decoder_hidden, _ = module.decoder(
+                hidden, hidden_lengths, embeds, token_num, return_hidden=True, return_both=True
+            )
+            decoder_pred = torch.log_softmax(decoder_out, dim=-1)
+            contexts, context_lengths = self._bias_contexts(selected, decoder_hidden, token_num)
+            cif_attended, _ = module.seaco_decoder(contexts, context_lengths, embeds, token_num)
+            dec_attended, _ = module.seaco_decoder(contexts, context_lengths, decoder_hidden, token_num)
+            bias_out = module.hotword_output_layer(module._merge(cif_attended, dec_attended))
+        bias_pred = torch.log_softmax(bias_out.float(), dim=-1)
+        # FunASR's _merge_res at weight 1: dec * m + bias * (1 - m) with m = (bias argmax == NO_BIAS)
+        no_bias = (bias_pred.max(-1)[-1] == module.NO_BIAS).unsqueeze(-1)
+        return torch.where(no_bias, decoder_pred.float(), bias_pred)
+
+    # ---- decoding --------------------------------------------------------------------------
+
     @torch.inference_mode()
-    def decode(self, feats: list[torch.Tensor]) -> list[RecognizedSegment]:
-        """Recognise one batch of feature matrices (from ``featurize``), in their order."""
+    def decode(self, feats: list[torch.Tensor], hotwords: Sequence[str] = ()) -> list[RecognizedSegment]:
+        """Recognise one batch of feature matrices (from ``featurize``), in their order.
+
+        ``hotwords`` (SeACo-Paraformer only; from ``asr.core.hotwords.resolve_hotwords``) bias the
+        decoding towards those words; their embedding is computed once per list and cached.
+        Raises HotwordsUnavailableError when given to a model without a bias encoder."""
+        hotwords = tuple(hotwords)
+        if hotwords and not self.supports_hotwords:
+            raise HotwordsUnavailableError(
+                f"hotwords need SeACo-Paraformer; this ASR model is {type(self.module).__name__} "
+                "(set models.asr_model: seaco)"
+            )
         if not feats:
             return []
         speech, lengths = self._pad(feats)
@@ -188,9 +352,12 @@ class Recognizer:
         token_num = token_num.round().long()
         if int(token_num.max()) < 1:
             return [RecognizedSegment((), ()) for _ in feats]
-        with self._autocast():
-            decoder_out, _ = self.module.cal_decoder_with_predictor(hidden, hidden_lengths, embeds.to(self.dtype), token_num)
-        decoder_out = decoder_out.float()
+        if hotwords:
+            decoder_out = self._decode_with_hotwords(hidden, hidden_lengths, embeds.to(self.dtype), token_num, hotwords)
+        else:
+            with self._autocast():
+                decoder_out, _ = self.module.cal_decoder_with_predictor(hidden, hidden_lengths, embeds.to(self.dtype), token_num)
+            decoder_out = decoder_out.float()
         if self._has_timestamp_branch:
             us_alphas, us_peaks = self._upsampled_alphas(hidden_f, hidden_lengths, mask, token_num)
         ids = decoder_out.argmax(dim=-1).cpu()
