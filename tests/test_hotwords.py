@@ -34,20 +34,25 @@ def seaco_settings(**runtime):
                          runtime={"device": "cpu", "precision": "fp32", **runtime})
 
 
-@pytest.fixture(scope="session")
-def seaco_models(test_models):
-    """The tiny SeACo model of the test cache, loaded as the product loads it."""
+def load_seaco_models(settings=None):
+    """The tiny SeACo model of the test cache (with VAD and punctuation), loaded as the product
+    loads it. Needs the ``test_models`` fixture first (it builds the cache)."""
     import make_test_models
 
     from asr.models.files import locate_model
     from asr.models.loading import load_models
 
-    settings = seaco_settings()
+    settings = settings or seaco_settings()
     directory = locate_model(settings.models, "asr").directory
     if not (directory / "seg_dict").is_file():  # built before the builder wrote one: build it again
         shutil.rmtree(directory)
         make_test_models.main(["--out", str(TEST_MODELS)])
     return load_models(settings)
+
+
+@pytest.fixture(scope="session")
+def seaco_models(test_models):
+    return load_seaco_models()
 
 
 @pytest.fixture(scope="session")
