@@ -8,6 +8,7 @@ nothing in the package imports this module.
 """
 
 
+import html
 import logging
 import shutil
 import sys
@@ -19,11 +20,12 @@ from typing import Any
 
 from asr.atomic import write_atomic
 from asr.config import Settings
+from asr.core.options import build_options, hotwords_available, speakers_available
 from asr.core.writers import VAD_WRITERS, WRITERS, format_timestamp, render
 from asr.errors import AsrError, EngineBusyError, storage_error
 from asr.service.engine import Engine
 from asr.service.jobs import JobKind, JobRecord, JobState
-from asr.types import TranscribeOptions, Transcript, VadResult
+from asr.types import Transcript, VadResult
 
 logger = logging.getLogger("asr.app")
 
@@ -84,11 +86,39 @@ def result_files_or_note(record: JobRecord, formats: list[str], settings: Settin
 
 
 def sentences_text(transcript: Transcript) -> str:
+    def speaker(s) -> str:
+        name = transcript.speaker_name(s)
+        return f"{name}: " if name else ""
+
     lines = [
-        f"[{format_timestamp(s.start_ms, '.')} → {format_timestamp(s.end_ms, '.')}] {s.text}"
+        f"[{format_timestamp(s.start_ms, '.')} → {format_timestamp(s.end_ms, '.')}] {speaker(s)}{s.text}"
         for s in transcript.sentences
     ]
     return "\n".join(lines) if lines else "(no speech found)"
+
+
+#: Speaker colours, distinct on light and dark backgrounds (Okabe-Ito, colour-blind safe).
+SPEAKER_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#999999")
+
+
+def speakers_html(transcripts: list[tuple[str, Transcript]]) -> str:
+    """The sentence list with each speaker in a colour of its own; empty without speaker labels."""
+    blocks = []
+    for title, transcript in transcripts:
+        if not transcript.speakers:
+            continue
+        rows = []
+        for s in transcript.sentences:
+            colour = SPEAKER_COLOURS[(s.speaker or 0) % len(SPEAKER_COLOURS)]
+            rows.append(
+                f'<div class="asr-sentence" data-speaker="{s.speaker}">'
+                f'<span class="asr-time">{format_timestamp(s.start_ms, ".")[:-4]}</span> '
+                f'<b class="asr-speaker" style="color:{colour}">{html.escape(transcript.speaker_name(s) or "")}</b> '
+                f'{html.escape(s.text)}</div>'
+            )
+        heading = f"<h4>{html.escape(title)}</h4>" if len(transcripts) > 1 else ""
+        blocks.append(heading + "".join(rows))
+    return "".join(blocks)
 
 
 def timings_markdown(record: JobRecord) -> str:
@@ -99,6 +129,8 @@ def timings_markdown(record: JobRecord) -> str:
         f"**{record.filename}** — audio {record.result.duration_s:.1f} s, wall {t.total_s:.2f} s, "
         f"**RTF {record.rtf:.4f}**  \n"
         f"decode {t.decode_s:.2f} s · VAD {t.vad_s:.2f} s · ASR {t.asr_s:.2f} s · punctuation {t.punc_s:.2f} s"
+        + (f" · speakers {t.speakers_s:.2f} s" if t.speakers_s else "")
+        + (f" · ITN {t.itn_s:.2f} s" if t.itn_s else "")
     )
 
 
@@ -198,17 +230,26 @@ def transcribe_tab(tab: _Tab) -> None:
     engine, settings, registry = tab.engine, tab.settings, tab.registry
 
     # inputs order must match handler signature
-    def transcribe(files, recording, punctuate, formats, request: gr.Request, progress=gr.Progress()):
+    def transcribe(files, recording, punctuate, formats, itn, speakers, num_speakers, hotwords,
+                   request: gr.Request, progress=gr.Progress()):
         given = list(files or []) + ([recording] if recording else [])
         if not given:
             raise user_error("Upload a file or record from the microphone first.")
         names = {Path(f): getattr(f, "orig_name", None) or Path(f).name for f in given}
         formats = [f for f in (formats or []) if f in WRITERS] or ["srt"]
+        try:
+            options = build_options(
+                settings, punctuate=bool(punctuate), itn=bool(itn), hotwords=(hotwords or "").strip() or None,
+                speakers=bool(speakers), num_speakers=int(num_speakers) if speakers and num_speakers else None,
+            )
+        except AsrError as e:
+            for path in names:
+                registry.discard(path)
+            raise friendly(e) from None
         jobs, refused = [], []
         for path, name in names.items():
             try:
-                jobs.append(engine.submit(path, name, JobKind.TRANSCRIBE,
-                                          TranscribeOptions(punctuate=bool(punctuate)), owner=tab.user_of(request)))
+                jobs.append(engine.submit(path, name, JobKind.TRANSCRIBE, options, owner=tab.user_of(request)))
             except EngineBusyError as e:
                 if not jobs:
                     raise friendly(e) from None
@@ -232,23 +273,40 @@ def transcribe_tab(tab: _Tab) -> None:
         notes.extend(f"**not queued** — {r}" for r in refused)
         if not texts and notes:
             raise user_error(" / ".join(n.replace("**", "") for n in notes))
-        full_text = "\n\n".join(r.result.text for r in records if r.state is JobState.COMPLETED)
-        return full_text, "\n\n".join(texts), files, "\n\n".join(notes)
+        done = [r for r in records if r.state is JobState.COMPLETED]
+        full_text = "\n\n".join(r.result.text for r in done)
+        coloured = speakers_html([(r.filename, r.result) for r in done])
+        return full_text, "\n\n".join(texts), gr.update(value=coloured, visible=bool(coloured)), files, \
+            "\n\n".join(notes)
 
     with gr.Tab("Transcribe", id="transcribe"):
         with gr.Row():
             with gr.Column():
                 files = upload_box(label="Audio or video files", file_count="multiple", file_types=AUDIO_TYPES)
                 recording = gr.Audio(label="…or record", sources=["microphone"], type="filepath", format="wav")
-                punctuate = gr.Checkbox(label="Punctuation", value=True)
+                with gr.Row():
+                    punctuate = gr.Checkbox(label="Punctuation", value=True)
+                    itn = gr.Checkbox(label="Numbers as digits (ITN)", value=True,
+                                      info="一百二十三 → 123, 百分之五 → 5%")
+                spk_ok, hot_ok = speakers_available(settings), hotwords_available(settings)
+                with gr.Row():
+                    speakers = gr.Checkbox(label="Speaker labels", value=False, interactive=spk_ok,
+                                           info=None if spk_ok else "needs models.profile: vad+asr+punc+spk")
+                    num_speakers = gr.Number(label="Speakers (0 = find out)", value=0, precision=0, minimum=0,
+                                             maximum=settings.speakers.max_speakers, interactive=spk_ok)
+                hotwords = gr.Textbox(label="Hotwords", lines=2, interactive=hot_ok,
+                                      placeholder="names and jargon, separated by spaces or new lines",
+                                      info=None if hot_ok else "needs models.asr_model: seaco")
                 formats = gr.CheckboxGroup(UI_FORMATS, value=["srt", "txt"], label="Files to download")
                 run = gr.Button("Transcribe", variant="primary")
             with gr.Column():
                 text = gr.Textbox(label="Text", lines=6, buttons=["copy"])
                 sentences = gr.Textbox(label="Sentences with timestamps", lines=10)
+                by_speaker = gr.HTML(visible=False, elem_id="speaker-sentences")
                 downloads = gr.File(label="Downloads", file_count="multiple", interactive=False)
                 timings = gr.Markdown()
-        run.click(transcribe, [files, recording, punctuate, formats], [text, sentences, downloads, timings],
+        run.click(transcribe, [files, recording, punctuate, formats, itn, speakers, num_speakers, hotwords],
+                  [text, sentences, by_speaker, downloads, timings],
                   concurrency_id="engine", api_visibility="private")
 
 

@@ -20,6 +20,8 @@ from asr.errors import AsrError, ConfigError
 if TYPE_CHECKING:
     import torch
 
+    from asr.types import TranscribeOptions
+
 logger = logging.getLogger("asr.cli")
 
 
@@ -30,6 +32,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _runtime_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", choices=["vad", "asr", "asr+punc", "vad+asr+punc", "vad+asr+punc+spk"], help="models to load")
+    parser.add_argument("--asr-model", choices=["paraformer", "seaco"],
+                        help="the ASR model: paraformer, or seaco for hotwords (default from config)")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"], help="numeric mode")
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
@@ -39,12 +43,46 @@ def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
     if getattr(args, "profile", None):
         overrides.setdefault("models", {})["profile"] = args.profile
+    if getattr(args, "asr_model", None):
+        overrides.setdefault("models", {})["asr_model"] = args.asr_model
     for flag in ("device", "precision", "threads"):
         if getattr(args, flag, None) is not None:
             overrides.setdefault("runtime", {})[flag] = getattr(args, flag)
     if getattr(args, "log_level", None):
         overrides["log_level"] = args.log_level
     return load_settings(args.config, **overrides)
+
+
+def _text_flags(parser: argparse.ArgumentParser) -> None:
+    """What a transcription is asked for: the same choices as the API's fields and the UI's."""
+    parser.add_argument("--no-punc", action="store_true", help="skip punctuation")
+    itn = parser.add_mutually_exclusive_group()
+    itn.add_argument("--itn", dest="itn", action="store_true", default=None,
+                     help="numbers, dates and money as digits (default from config: text.itn)")
+    itn.add_argument("--no-itn", dest="itn", action="store_false", help="keep numbers as spoken")
+    parser.add_argument("--hotwords", metavar="WORDS", help="names and jargon to favour, space-separated "
+                        "(needs --asr-model seaco)")
+    parser.add_argument("--hotwords-file", type=Path, metavar="FILE", help="hotwords, one per line")
+    parser.add_argument("--speakers", action="store_true", help="label sentences with speakers "
+                        "(needs --profile vad+asr+punc+spk)")
+    parser.add_argument("--num-speakers", type=int, metavar="N", help="the number of speakers, when known")
+    parser.add_argument("--min-speakers", type=int, metavar="N", help="at least this many speakers")
+    parser.add_argument("--max-speakers", type=int, metavar="N", help="at most this many speakers")
+
+
+def _options(args: argparse.Namespace, settings: Settings) -> "TranscribeOptions":
+    from asr.core.hotwords import read_hotword_file
+    from asr.core.options import build_options
+
+    words: list[str] = []
+    if args.hotwords_file is not None:
+        words.extend(read_hotword_file(args.hotwords_file))
+    if args.hotwords:
+        words.extend(args.hotwords.split())
+    return build_options(
+        settings, punctuate=not args.no_punc, itn=args.itn, hotwords=words or None, speakers=args.speakers,
+        num_speakers=args.num_speakers, min_speakers=args.min_speakers, max_speakers=args.max_speakers,
+    )
 
 
 def _ray_flags(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", type=Path, metavar="FILE")
     p.add_argument("--format", default="txt,srt", help="comma-separated: txt,srt,vtt,json,tsv (default txt,srt)")
     p.add_argument("--out", type=Path, default=Path("."), help="output directory (default: current)")
-    p.add_argument("--no-punc", action="store_true", help="skip punctuation")
+    _text_flags(p)
     _runtime_flags(p)
     _common(p)
 
@@ -82,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(.txt/.lst: one path per line; .jsonl: {\"path\": ..., \"id\": ...} per line)")
     p.add_argument("--out", type=Path, required=True, help="output directory (also holds results.jsonl)")
     p.add_argument("--format", default="txt,srt", help="comma-separated: txt,srt,vtt,json,tsv (default txt,srt)")
-    p.add_argument("--no-punc", action="store_true", help="skip punctuation")
+    _text_flags(p)
     p.add_argument("--inline-max-s", type=float, default=600.0, help="Ray: files up to this long are decoded "
                    "by read tasks, longer ones streamed from disk by the worker (default 600)")
     _ray_flags(p)
@@ -178,11 +216,9 @@ def cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
     formats = _formats(args.format, WRITERS)
     if settings.models.profile == "vad":
         raise AsrError("the vad profile cannot transcribe; use `asr vad` or another --profile")
-    _make_out_dir(args.out)  # before the slow model load
+    options = _options(args, settings)  # a bad request fails before the slow model load
+    _make_out_dir(args.out)
     pipeline = _load_pipeline(settings)
-    from asr.types import TranscribeOptions
-
-    options = TranscribeOptions(punctuate=not args.no_punc)
     failures, used = 0, set()
     for path in args.files:
         bar, update = _progress_bar(path.name)
@@ -423,9 +459,7 @@ def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
         used = ", ".join(k for k, v in ray_flags.items() if v is not None)
         raise ConfigError(f"{used} need --ray (a local batch runs one worker on all CPU threads or the GPU)")
     items = list_inputs(args.inputs)
-    from asr.types import TranscribeOptions
-
-    spec = BatchSpec.create(settings, formats, TranscribeOptions(punctuate=not args.no_punc))
+    spec = BatchSpec.create(settings, formats, _options(args, settings))
     if args.ray:
         from asr.scaleout import require_ray
 

@@ -1,7 +1,7 @@
 """Drive the UI's events over plain HTTP, as the browser does: upload, queue/join, the event stream.
 
     path = upload(url, wav_path)
-    outcome = run_event(url, "transcribe", [[file_data(path)], None, True, ["srt"]])
+    outcome = run_event(url, "transcribe", [[file_data(path)], None, True, ["srt"], True, False, 0, ""])
     outcome.success, outcome.output (the outputs' values) or outcome.error (the gr.Error text)
 """
 

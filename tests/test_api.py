@@ -422,7 +422,7 @@ def test_a_ui_upload_is_removed_once_its_job_has_its_copy_or_when_it_expires(set
     with Server(s, engine) as srv:
         engine.start()
         path = ui_upload(srv.url, speech_wav, "meeting.wav")
-        outcome = run_event(srv.url, "transcribe", [[file_data(path)], None, True, ["srt"]])
+        outcome = run_event(srv.url, "transcribe", [[file_data(path)], None, True, ["srt"], True, False, 0, ""])
         assert outcome.success and outcome.output[0], outcome
         assert _leftovers(s) == []  # neither the upload, a copy of it, nor an empty temp file is left
 
@@ -430,9 +430,9 @@ def test_a_ui_upload_is_removed_once_its_job_has_its_copy_or_when_it_expires(set
         # it away from the second
         first, second = ui_upload(srv.url, speech_wav, "twice.wav"), ui_upload(srv.url, speech_wav, "twice.wav")
         assert first == second
-        assert run_event(srv.url, "transcribe", [[file_data(first)], None, True, ["srt"]]).success
+        assert run_event(srv.url, "transcribe", [[file_data(first)], None, True, ["srt"], True, False, 0, ""]).success
         assert Path(second).exists()
-        assert run_event(srv.url, "transcribe", [[file_data(second)], None, True, ["srt"]]).success
+        assert run_event(srv.url, "transcribe", [[file_data(second)], None, True, ["srt"], True, False, 0, ""]).success
         assert _leftovers(s) == []
 
         unused = ui_upload(srv.url, speech_wav, "never-used.wav")
@@ -462,7 +462,7 @@ def test_the_same_bad_file_gets_the_same_message_in_the_ui_the_api_and_the_cli(s
         if content:
             # the browser sends the user's name along; the stored copy's name drops the "$"
             ui = run_event(server.url, "transcribe",
-                           [[file_data(ui_upload(server.url, path), name)], None, True, ["srt"]])
+                           [[file_data(ui_upload(server.url, path), name)], None, True, ["srt"], True, False, 0, ""])
             assert not ui.success and ui.error == api_message, (name, ui.error, api_message)
         cli = run_asr("transcribe", "--config", TEST_CONFIG, path, "--out", tmp_path / "out", cwd=tmp_path)
         assert cli.returncode != 0

@@ -290,7 +290,7 @@ def test_unwritable_result_files_still_show_the_finished_transcript_in_the_ui(se
         engine.start()
         with read_only(s.storage.cache_path() / "gradio" / "results"):
             outcome = run_event(server.url, "transcribe",
-                                [[file_data(ui_upload(server.url, speech_wav, "talk.wav"))], None, True, ["srt"]])
+                                [[file_data(ui_upload(server.url, speech_wav, "talk.wav"))], None, True, ["srt"], True, False, 0, ""])
         assert outcome.success, outcome
         text, sentences, downloads, notes = outcome.output
         assert text and sentences and not downloads

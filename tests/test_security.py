@@ -36,7 +36,7 @@ def job(server, speech_wav):
 def test_calls_that_bypass_the_queue_are_refused(server):
     before = len(httpx.get(f"{server.url}/v1/jobs").json()["data"])
     for name in ("transcribe", "detect", "open_job", "refresh_history", "on_load"):
-        response = httpx.post(f"{server.url}/gradio_api/run/{name}", json={"data": [None, None, True, ["srt"]]})
+        response = httpx.post(f"{server.url}/gradio_api/run/{name}", json={"data": [None, None, True, ["srt"], True, False, 0, ""]})
         assert response.status_code in (403, 404), (name, response.status_code, response.text[:200])
     # a name that is no endpoint at all: Gradio answers 500 (it cannot infer a function), runs nothing
     assert httpx.post(f"{server.url}/gradio_api/run/predict", json={"data": []}).status_code in (404, 500)
@@ -58,7 +58,7 @@ def test_file_routes_do_not_leak_server_files(server, job):
 
 
 def test_a_queue_payload_cannot_point_at_server_files(server):
-    body = {"data": [[{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}], None, True, ["srt"]],
+    body = {"data": [[{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}], None, True, ["srt"], True, False, 0, ""],
             "fn_index": 0, "session_hash": "probe0001", "event_data": None, "trigger_id": None}
     joined = httpx.post(f"{server.url}/gradio_api/queue/join", json=body)
     if joined.status_code == 200:  # accepted into the queue: the event must fail, not read the file
@@ -150,7 +150,7 @@ def test_ui_events_may_only_name_files_the_service_handed_out(server, speech_wav
                str(Path(handed_out).parent / ".." / ".." / ".." / ".." / "planted.wav"), "http://127.0.0.1:1/x.wav"]
     for target in targets:
         for route in ("queue/join", "run/transcribe", "call/transcribe", "api/transcribe"):
-            refused = join(server.url, "transcribe", [[file_data(target)], None, True, ["srt"]], route=route)
+            refused = join(server.url, "transcribe", [[file_data(target)], None, True, ["srt"], True, False, 0, ""], route=route)
             assert refused.status_code == 403, (target, route, refused.status_code, refused.text[:200])
             assert refused.json()["error"]["code"] == "forbidden_file"
         nested = join(server.url, "detect", [{"path": target, "meta": {"_type": "gradio.FileData"}}])
@@ -160,7 +160,7 @@ def test_ui_events_may_only_name_files_the_service_handed_out(server, speech_wav
     assert sorted(p for p in gradio_dir.rglob("*") if p.is_file()) == before  # nothing read into the cache
     assert len(httpx.get(f"{server.url}/v1/jobs").json()["data"]) == jobs_before
     # what the service handed out still works
-    assert run_event(server.url, "transcribe", [[file_data(handed_out)], None, True, ["srt"]]).success
+    assert run_event(server.url, "transcribe", [[file_data(handed_out)], None, True, ["srt"], True, False, 0, ""]).success
 
 
 def test_a_host_name_not_on_the_allow_list_is_refused_everywhere(server):

@@ -16,9 +16,9 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import torch
@@ -28,12 +28,16 @@ from asr.config import Settings
 from asr.core.audio import SAMPLE_RATE
 from asr.core.batching import plan_batches
 from asr.core.isolation import open_audio
+from asr.core.itn import InverseNormalizer, normalize_transcript
 from asr.core.punctuate import Punctuation, Punctuator, join_segment_texts
 from asr.core.recognize import FRAME_MS, RecognizedSegment, Recognizer
 from asr.core.sentences import build_sentences, join_words, per_segment_sentences
 from asr.core.vad import VAD_BLOCK_MS, FixedSegmenter, SpeechDetector
-from asr.errors import ConfigError, FatalDeviceError, OutOfMemoryError
+from asr.errors import ConfigError, FatalDeviceError, OutOfMemoryError, SpeakersUnavailableError
 from asr.models.loading import ModelSet
+
+if TYPE_CHECKING:
+    from asr.core.speakers import Diarizer
 from asr.types import (
     ProgressCallback,
     SpeechSegment,
@@ -61,10 +65,13 @@ class _Clock:
     features: float = 0.0
     asr: float = 0.0
     punc: float = 0.0
+    speakers: float = 0.0
+    itn: float = 0.0
 
     def timings(self, total: float) -> StageTimings:
         # features are the ASR model's own front end: counted with ASR
-        return StageTimings(self.decode, self.vad, self.asr + self.features, self.punc, total)
+        return StageTimings(self.decode, self.vad, self.asr + self.features, self.punc, total,
+                            self.speakers, self.itn)
 
 
 class _Ahead:
@@ -141,6 +148,9 @@ class Pipeline:
         # Padded frames per batch. CPU: ~1000 measured fastest (bigger batches fall out of cache).
         self.batch_frames = settings.asr.batch_frames or (1000 if models.device.type == "cpu" else 8000)
         self.punctuator = Punctuator(models.punc, models.device) if models.punc else None
+        # ITN is a pair of FSTs (a few MB, loaded in well under a second): always ready, so that a
+        # request may turn it on without a first-use delay.
+        self.normalizer = InverseNormalizer() if self.recognizer is not None else None
 
     # ---- sources ----------------------------------------------------------------------------
 
@@ -226,12 +236,12 @@ class Pipeline:
 
     # ---- recognition --------------------------------------------------------------------------
 
-    def _recognize_batch(self, feats: list[torch.Tensor]) -> list[RecognizedSegment]:
+    def _recognize_batch(self, feats: list[torch.Tensor], hotwords: tuple[str, ...] = ()) -> list[RecognizedSegment]:
         """One batch; on out-of-memory, halve it until one segment alone does not fit."""
         failed = False
         try:
             faults.strike_batch(self._fault, len(feats))
-            return self.recognizer.decode(feats)
+            return self.recognizer.decode(feats, hotwords)
         except torch.OutOfMemoryError:
             failed = True  # recover outside the except block, so the traceback frees its tensors
         except RuntimeError as e:
@@ -250,25 +260,41 @@ class Pipeline:
                 )
             half = len(feats) // 2
             logger.warning("out of memory on a batch of %d segments; retrying in halves", len(feats))
-            return self._recognize_batch(feats[:half]) + self._recognize_batch(feats[half:])
+            return self._recognize_batch(feats[:half], hotwords) + self._recognize_batch(feats[half:], hotwords)
         raise AssertionError("unreachable")
 
-    def _recognize(self, pending: list[tuple[int, SpeechSegment, torch.Tensor]]) -> dict[int, RecognizedSegment]:
+    def _recognize(
+        self, pending: list[tuple[int, SpeechSegment, torch.Tensor]], hotwords: tuple[str, ...] = ()
+    ) -> dict[int, RecognizedSegment]:
         frames = [feats.shape[0] for _, _, feats in pending]
         results: dict[int, RecognizedSegment] = {}
         for batch in plan_batches(frames, self.batch_frames, self.settings.asr.max_batch_size):
-            outputs = self._recognize_batch([pending[i][2] for i in batch])
+            outputs = self._recognize_batch([pending[i][2] for i in batch], hotwords)
             for i, output in zip(batch, outputs):
                 results[pending[i][0]] = output
         return results
 
-    def _featurized(self, speech: Iterator[tuple[SpeechSegment, np.ndarray]], clock: _Clock):
-        """Segments with their ASR features, computed as they come (in the producer thread)."""
+    def _featurized(
+        self, speech: Iterator[tuple[SpeechSegment, np.ndarray]], clock: _Clock, diarizer: Diarizer | None = None
+    ):
+        """Segments with their ASR features, computed as they come (in the producer thread), and
+        their speaker embeddings when speakers were asked for: the audio is not kept for later."""
         for segment, wave in speech:
             t0 = time.perf_counter()
             feats = self.recognizer.featurize(wave)
             clock.features += time.perf_counter() - t0
+            if diarizer is not None:
+                t0 = time.perf_counter()
+                diarizer.add(segment, wave)
+                clock.speakers += time.perf_counter() - t0
             yield segment, feats
+
+    def _diarizer(self) -> "Diarizer":
+        """One transcription's speaker evidence. Imported here: clustering brings scikit-learn and
+        scipy (about a second to import), which only a deployment with speakers should pay for."""
+        from asr.core.speakers import Diarizer
+
+        return Diarizer(self.models.spk, self.models.device, self.settings.speakers.max_speakers)
 
     # ---- public --------------------------------------------------------------------------------
 
@@ -291,6 +317,10 @@ class Pipeline:
                 self._fault = fault
         if self.punctuator is not None:
             self.punctuator("今 天 天 气 很 好 我 们 去 公 园 散 步 吧")
+        if self.normalizer is not None:
+            self.normalizer.text("一百二十三")
+        if self.models.spk is not None:
+            self._diarizer().add(SpeechSegment(0, 3000), noise)
 
     def transcribe(
         self,
@@ -304,6 +334,10 @@ class Pipeline:
         ``name`` is what error messages call the file (the user's name for it)."""
         if self.recognizer is None:
             raise ConfigError("this service was started with the VAD-only profile; it cannot transcribe")
+        if options.speakers and self.models.spk is None:
+            raise SpeakersUnavailableError(
+                "speaker labels need the CAM++ speaker model: use the profile vad+asr+punc+spk"
+            )
         started = time.perf_counter()
         clock = _Clock()
         chunks, expected_s = self._open(source, clock, name)
@@ -322,7 +356,7 @@ class Pipeline:
                 return
             report("asr", pending[0][1].start_ms)
             t0 = time.perf_counter()
-            recognized.update(self._recognize(pending))
+            recognized.update(self._recognize(pending, options.hotwords))
             clock.asr += time.perf_counter() - t0
             # what is recognised, not state["position_ms"]: the reading thread may be minutes ahead
             done_ms = max(segment.end_ms for _, segment, _ in pending)
@@ -331,9 +365,10 @@ class Pipeline:
 
         report("decode", 0)
         speech = self._speech(chunks, self._segmenter(options.use_vad), clock, state)
+        diarizer = self._diarizer() if options.speakers else None
         # Decoding, VAD and features run in a thread of their own, ahead of the recognition:
         # they are mostly single-threaded, so they fill the gaps the model leaves on the cores.
-        with _Ahead(self._featurized(speech, clock), depth=64) as ahead:
+        with _Ahead(self._featurized(speech, clock, diarizer), depth=64) as ahead:
             for segment, feats in ahead:
                 pending.append((len(segments), segment, feats))
                 segments.append(segment)
@@ -357,14 +392,30 @@ class Pipeline:
         else:
             text = join_words([w for _, r in pairs for w in r.words])
             sentences = per_segment_sentences(pairs)
+        speaker_names: tuple[str, ...] = ()
+        if diarizer is not None:
+            report("spk", None)
+            t0 = time.perf_counter()
+            sentences, count = diarizer.assign(
+                sentences, options.num_speakers, options.min_speakers, options.max_speakers
+            )
+            speaker_names = tuple(self.settings.speakers.label.format(n=i + 1) for i in range(count))
+            clock.speakers += time.perf_counter() - t0
         duration_s = state["samples"] / SAMPLE_RATE
         transcript = Transcript(
             text=text,
             sentences=tuple(sentences),
             segments=tuple(segments),
             duration_s=duration_s,
-            timings=clock.timings(time.perf_counter() - started),
+            speakers=speaker_names,
         )
+        itn = self.settings.text.itn if options.itn is None else options.itn
+        if itn and self.normalizer is not None:
+            report("itn", None)
+            t0 = time.perf_counter()
+            transcript = normalize_transcript(transcript, self.normalizer)
+            clock.itn += time.perf_counter() - t0
+        transcript = replace(transcript, timings=clock.timings(time.perf_counter() - started))
         report.done()
         logger.info(
             "transcribed %.1f s of audio in %.2f s (RTF %.4f): %d segments, %d sentences",

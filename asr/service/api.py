@@ -27,6 +27,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from asr.config import Settings
+from asr.core.options import build_options, hotwords_available
 from asr.core.writers import VAD_WRITERS, WRITERS, render
 from asr.errors import (
     AsrError,
@@ -49,6 +50,10 @@ from asr.types import TranscribeOptions, Transcript
 logger = logging.getLogger(__name__)
 
 OPENAI_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+HOTWORDS_HELP = ("names and jargon to favour, separated by spaces or new lines "
+                 "(needs models.asr_model: seaco; limits: hotwords.max_count, hotwords.max_chars)")
+ITN_HELP = "write numbers, dates and money as digits (一百二十三 → 123); empty: the deployment's text.itn"
+SPEAKERS_HELP = "label each sentence with its speaker (needs the vad+asr+punc+spk profile)"
 #: The model id OpenAI clients name (and list with GET /v1/models); one pinned model serves all.
 MODEL_ID = "paraformer-large"
 _COPY_CHUNK = 1 << 20
@@ -134,6 +139,8 @@ def job_status(record: JobRecord) -> dict[str, Any]:
         "rtf": round(record.rtf, 5) if record.rtf is not None else None,
         "timings": record.timings.__dict__ if record.timings else None,
         "error": {"message": record.error, "code": record.error_code} if record.error else None,
+        # what was asked for: ITN, hotwords, speakers (a transcription's checked options)
+        "options": record.options if record.kind is JobKind.TRANSCRIBE else {},
     }
     if record.state is JobState.COMPLETED:
         formats = VAD_WRITERS if record.kind is JobKind.VAD else WRITERS  # listings carry no result
@@ -154,12 +161,14 @@ def openai_body(transcript: Transcript, fmt: str, settings: Settings) -> Respons
         "language": "chinese",
         "duration": round(transcript.duration_s, 3),
         "text": transcript.text,
+        **({"speakers": list(transcript.speakers)} if transcript.speakers else {}),
         "segments": [
             {
                 "id": i,
                 "start": round(s.start_ms / 1000, 3),
                 "end": round(s.end_ms / 1000, 3),
                 "text": s.text,
+                **({"speaker": transcript.speaker_name(s), "speaker_id": s.speaker} if transcript.speakers else {}),
                 "words": [
                     {"word": t.text, "start": round(t.start_ms / 1000, 3), "end": round(t.end_ms / 1000, 3)}
                     for t in s.tokens
@@ -294,12 +303,23 @@ def create_api(engine: Engine, settings: Settings, throttle: LoginThrottle | Non
         language: Annotated[str | None, Form()] = None,
         prompt: Annotated[str | None, Form()] = None,
         temperature: Annotated[float | None, Form()] = None,
+        hotwords: Annotated[str | None, Form(description=HOTWORDS_HELP)] = None,
+        itn: Annotated[bool | None, Form(description=ITN_HELP)] = None,
+        speakers: Annotated[bool, Form(description=SPEAKERS_HELP)] = False,
+        num_speakers: Annotated[int | None, Form()] = None,
+        min_speakers: Annotated[int | None, Form()] = None,
+        max_speakers: Annotated[int | None, Form()] = None,
     ) -> Response:
-        """OpenAI-compatible: the `model`, `language`, `prompt` and `temperature` fields are accepted
-        and ignored (one pinned Chinese model serves every request)."""
+        """OpenAI-compatible. `model`, `language` and `temperature` are accepted and ignored (one pinned
+        Chinese model serves every request). `prompt`, which Whisper users fill with vocabulary, is
+        taken as hotwords (space-separated) where the deployment runs SeACo-Paraformer, and ignored
+        elsewhere, so that clients which always send one keep working."""
         if response_format not in OPENAI_FORMATS:
             raise RequestError(f"response_format must be one of {', '.join(OPENAI_FORMATS)}")
-        job = await submit(await the_file(request, file), JobKind.TRANSCRIBE, TranscribeOptions(), user)
+        words = " ".join(w for w in ((prompt if hotwords_available(settings) else None), hotwords) if w)
+        options = build_options(settings, itn=itn, hotwords=words or None, speakers=speakers,
+                                num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers)
+        job = await submit(await the_file(request, file), JobKind.TRANSCRIBE, options, user)
         # If the client goes away, the job still finishes and is kept in the history.
         record = await finished(job.id)
         if record.state is not JobState.COMPLETED:
@@ -317,12 +337,22 @@ def create_api(engine: Engine, settings: Settings, throttle: LoginThrottle | Non
         file: Annotated[UploadFile, File()],
         kind: Annotated[str, Form()] = "transcribe",
         punctuate: Annotated[bool, Form()] = True,
+        hotwords: Annotated[str | None, Form(description=HOTWORDS_HELP)] = None,
+        itn: Annotated[bool | None, Form(description=ITN_HELP)] = None,
+        speakers: Annotated[bool, Form(description=SPEAKERS_HELP)] = False,
+        num_speakers: Annotated[int | None, Form()] = None,
+        min_speakers: Annotated[int | None, Form()] = None,
+        max_speakers: Annotated[int | None, Form()] = None,
     ) -> dict[str, Any]:
         try:
             job_kind = JobKind(kind)
         except ValueError:
             raise RequestError("kind must be transcribe or vad") from None
-        record = await submit(await the_file(request, file), job_kind, TranscribeOptions(punctuate=punctuate), user)
+        options = TranscribeOptions()
+        if job_kind is JobKind.TRANSCRIBE:
+            options = build_options(settings, punctuate=punctuate, itn=itn, hotwords=hotwords, speakers=speakers,
+                                    num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers)
+        record = await submit(await the_file(request, file), job_kind, options, user)
         return job_status(record)
 
     def owned(job_id: str, user: str | None) -> JobRecord:
