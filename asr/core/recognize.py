@@ -244,6 +244,7 @@ class Recognizer:
         ids.append([self.module.sos])
         return ids
 
+    @torch.inference_mode()
     def _hotword_embeddings(self, hotwords: tuple[str, ...]) -> torch.Tensor:
         """(hotwords + 1, inner_dim) float32 on the device: the bias encoder's last output for
         each hotword and for ``<s>``; cached per list (FunASR computes it again for every batch)."""
