@@ -292,8 +292,9 @@ def transcribe_tab(tab: _Tab) -> None:
                 with gr.Row():
                     speakers = gr.Checkbox(label="Speaker labels", value=False, interactive=spk_ok,
                                            info=None if spk_ok else "needs models.profile: vad+asr+punc+spk")
-                    num_speakers = gr.Number(label="Speakers (0 = find out)", value=0, precision=0, minimum=0,
-                                             maximum=settings.speakers.max_speakers, interactive=spk_ok)
+                    # no minimum/maximum here: build_options checks the count, with the message the API gives
+                    num_speakers = gr.Number(label="Speakers (0 = find out)", value=0, precision=0,
+                                             interactive=spk_ok)
                 hotwords = gr.Textbox(label="Hotwords", lines=2, interactive=hot_ok,
                                       placeholder="names and jargon, separated by spaces or new lines",
                                       info=None if hot_ok else "needs models.asr_model: seaco")
