@@ -313,6 +313,8 @@ class Pipeline:
             try:
                 self._recognize_batch([self.recognizer.featurize(noise),
                                        self.recognizer.featurize(noise[: SAMPLE_RATE * 2])])
+                if self.recognizer.supports_hotwords:  # the bias encoder's and decoder's first use
+                    self._recognize_batch([self.recognizer.featurize(noise)], ("热词",))
             finally:
                 self._fault = fault
         if self.punctuator is not None:
