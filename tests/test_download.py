@@ -415,3 +415,36 @@ def test_legacy_cache_layout_is_linked_into_the_download_target(
     assert_downloaded(settings, "asr")
     assert (legacy / "config.yaml").read_bytes() == _content("asr", "config.yaml", REVISION)
     verify_models(settings)
+
+
+# ---- the meetings models ---------------------------------------------------------------------
+
+
+def test_meetings_models_download_only_where_config_enables_them(tmp_path: Path) -> None:
+    """SeACo replaces the ASR model, CAM++ comes with the +spk profile; the plain ASR model is not fetched."""
+    specs = {"vad": DEFAULT.vad, "asr": DEFAULT.seaco, "punc": DEFAULT.punc, "spk": DEFAULT.spk}
+    files = {**FILES, "asr": (*FILES["asr"], "seg_dict"),
+             "spk": ("config.yaml", "campplus_cn_common.bin", "configuration.json")}
+    root = tmp_path / "hub"
+    for role, spec in specs.items():
+        directory = download_target(root, spec)
+        directory.mkdir(parents=True)
+        for name in (*files[role], "README.md"):
+            (directory / name).write_bytes(_content(role, name, spec.revision))
+    settings = Settings(
+        models={"cache_dir": tmp_path / "cache", "profile": "vad+asr+punc+spk", "asr_model": "seaco"},
+        download={"timeout_s": 5, "retries": 0},
+    )
+    with FakeModelScope(root) as hub:
+        settings = settings.model_copy(update={"download": settings.download.model_copy(
+            update={"endpoint": hub.endpoint})})
+        reports = download_models(settings)
+        listed = {r.path for r in hub.recorded() if r.path.endswith("/repo/files")}
+    assert [r.role for r in reports] == ["vad", "asr", "punc", "spk"] and all(r.downloaded for r in reports)
+    assert f"/api/v1/models/{DEFAULT.asr.id}/repo/files" not in listed  # the BiCif model is not this deployment's
+    for role, spec in specs.items():
+        target = download_target(settings.models.resolved_cache_dir(), spec)
+        manifest = json.loads((target / MANIFEST_NAME).read_text(encoding="utf-8"))
+        assert manifest["model_id"] == spec.id and sorted(manifest["files"]) == sorted(files[role])
+        assert locate_model(settings.models, role).directory == target
+    assert [m["role"] for m in verify_models(settings)] == ["vad", "asr", "punc", "spk"]
