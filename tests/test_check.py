@@ -55,7 +55,7 @@ def test_check_passes_on_a_good_setup_and_starts_nothing(test_models, tmp_path):
 def test_check_names_every_problem(test_models, tmp_path):
     models = tmp_path / "models-copy"
     shutil.copytree(test_models / "models", models / "models")
-    weights = next((models / "models").glob("*paraformer*/snapshots/*/model.pt"))
+    weights = next((models / "models").glob("iic--speech_paraformer-large*/snapshots/*/model.pt"))
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0xFF
     weights.write_bytes(bytes(data))  # same size: only the sha256 pass can tell
@@ -89,3 +89,23 @@ def test_check_refuses_a_bad_config(tmp_path, test_models, text, message):
     result = check(config, tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "asr serve: error: invalid config file" in result.stderr and message in result.stderr
+
+
+def test_check_covers_the_meetings_models_and_the_hotword_file(test_models, tmp_path):
+    words = tmp_path / "hotwords.txt"
+    words.write_text("达摩院\n通义千问\n", encoding="utf-8")
+    meetings = "  profile: vad+asr+punc+spk\n  asr_model: seaco\n"
+    config = write(tmp_path / "config.yaml", test_models, f"hotwords:\n  file: {words}\n")
+    config.write_text(config.read_text().replace("models:\n", "models:\n" + meetings))
+    result = check(config, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = lines(result)
+    assert "seaco" in found["model asr"] and "campplus" in found["model spk"]
+    assert found["hotwords"] == f"ok {words}: 2 hotwords"
+
+    words.write_text("\n".join(f"词{i}" for i in range(300)), encoding="utf-8")
+    found = lines(check(config, tmp_path))
+    assert found["hotwords"].startswith("FAIL") and "hotwords.max_count" in found["hotwords"]
+    config.write_text(config.read_text().replace("asr_model: seaco", "asr_model: paraformer"))
+    found = lines(check(config, tmp_path))
+    assert found["hotwords"].startswith("FAIL") and "models.asr_model: seaco" in found["hotwords"]

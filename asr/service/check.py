@@ -102,10 +102,30 @@ def _ui(settings: Settings) -> CheckResult:
         return CheckResult("web UI", False, str(e))
 
 
+def _hotwords(settings: Settings) -> CheckResult | None:
+    """The deployment's hotword file: readable, within the limits, and for a model that can use it."""
+    from asr.core.hotwords import resolve_hotwords
+
+    path = settings.hotwords.file
+    if path is None:
+        return None
+    if settings.models.asr_model != "seaco":
+        return CheckResult("hotwords", False, f"hotwords.file is {path}, but only SeACo-Paraformer uses hotwords: "
+                                              "set models.asr_model: seaco, or hotwords.file: null")
+    try:
+        words = resolve_hotwords(None, settings.hotwords)
+    except AsrError as e:
+        return CheckResult("hotwords", False, str(e))
+    return CheckResult("hotwords", True, f"{path}: {len(words)} hotwords")
+
+
 def preflight(settings: Settings, config_file: str | None = None) -> list[CheckResult]:
     """Every check, in order; each failure says what is wrong and how to fix it."""
     results = [_config(config_file), _ui(settings)]
     results.extend(_model(settings, role) for role in roles_for_profile(settings.models.profile))
+    hotwords = _hotwords(settings)
+    if hotwords is not None:
+        results.append(hotwords)
     results.append(_device(settings))
     results.append(_writable("state dir", settings.storage.state_path()))
     results.append(_writable("cache dir", settings.storage.cache_path()))
