@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""Speaker labels: what they cost. Prints a markdown table.
+
+    .venv/bin/python scripts/bench_speakers.py                    # everything, test models (~10 min)
+    .venv/bin/python scripts/bench_speakers.py --skip-funasr      # without FunASR's UMAP + HDBSCAN (slow)
+    .venv/bin/python scripts/bench_speakers.py --models .cache/full-models --minutes 10   # RTF on full ASR
+
+1. CAM++ embeddings per audio minute (espeak-ng speech in two voices): our batched ``Diarizer.add`` vs
+   FunASR's way (one window per call, as ``AutoModel`` does on a CPU). CAM++ is always built full size,
+   so the test model times like the real one.
+2. Clustering on synthetic embeddings with known speakers, 2 h (9600 windows) and 15 h (72 000): ours
+   (``speaker_clustering.cluster``) and FunASR's ``ClusterBackend`` (spectral below 2048 windows, UMAP +
+   HDBSCAN above, k-means when the count is known), each in a process of its own for its peak RSS;
+   wall and CPU seconds, window accuracy after the best speaker mapping, speakers found.
+3. The whole pipeline with speakers on and off on the same file: RTF, and the speaker stage's share of
+   the ASR stage (the target is at most 15 % on a CPU).
+
+Timings on a shared machine are noisy: the CPU seconds are the steadier column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+#: espeak-ng voices for two speakers: a high female and a low male variant of the Mandarin voice.
+VOICES = (("cmn+f3", 70), ("cmn+m3", 30))
+DIALOGUE = (
+    "今天天气很好，我们去公园散步吧。", "你觉得这个主意怎么样？", "语音识别服务可以离线运行。",
+    "会议将在下午三点开始，请大家准时参加。", "这个季度的销售额比去年同期增长了百分之二十。",
+    "请把文件发到我的邮箱，我明天上午回复你。", "人工智能正在改变我们的工作方式和生活习惯。",
+    "火车站离这里不远，走路大概十分钟就到了。",
+)
+
+
+# ---- inputs ----------------------------------------------------------------------------------------
+
+
+def synthetic_embeddings(windows: int, speakers: int, seed: int = 0, within: float = 0.5,
+                         between: float = 0.3, content: float = 0.15, turn: float = 8.0,
+                         weights: list[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """CAM++-like embeddings with known speakers: ``(windows, 192)`` float32 and the true labels.
+
+    Each speaker has a direction (cosine ``between`` to the others'); a window is its speaker's direction
+    (share ``within``), one of 30 "content" directions shared by all speakers (share ``content``) and
+    noise; same-speaker windows come out near cosine 0.5, different speakers' near 0.2. Speakers take
+    turns of ``turn`` windows on average (``weights``: how often each speaks); a window across a turn
+    change mixes both voices, in a random proportion. Lengths vary as CAM++'s do."""
+    rng = np.random.default_rng(seed)
+    dim = 192
+    common = rng.standard_normal(dim)
+    common /= np.linalg.norm(common)
+    own = rng.standard_normal((speakers, dim))
+    own /= np.linalg.norm(own, axis=1, keepdims=True)
+    voices = np.sqrt(between) * common + np.sqrt(1 - between) * own
+    voices /= np.linalg.norm(voices, axis=1, keepdims=True)
+    share = np.ones(speakers) if weights is None else np.asarray(weights, dtype=float)
+    labels = np.empty(windows, dtype=int)
+    i = 0
+    while i < windows:
+        length = max(1, int(rng.geometric(1 / turn)))
+        labels[i : i + length] = rng.choice(speakers, p=share / share.sum())
+        i += length
+    voice = voices[labels]
+    change = np.nonzero(labels[1:] != labels[:-1])[0]
+    mix = rng.uniform(0, 1, (len(change), 1))  # how much of the window the next speaker has
+    voice[change] = (1 - mix) * voices[labels[change]] + mix * voices[labels[change + 1]]
+    voice[change] /= np.linalg.norm(voice[change], axis=1, keepdims=True)
+    topics = rng.standard_normal((30, dim))
+    topics /= np.linalg.norm(topics, axis=1, keepdims=True)
+    noise = rng.standard_normal((windows, dim))
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    x = (np.sqrt(within) * voice + np.sqrt(content) * topics[rng.integers(0, 30, windows)]
+         + np.sqrt(1 - within - content) * noise)
+    x *= rng.uniform(5, 15, (windows, 1))
+    return x.astype(np.float32), labels
+
+
+def window_accuracy(found: np.ndarray, truth: np.ndarray) -> float:
+    """Share of windows labelled right under the best one-to-one mapping of found to true speakers."""
+    from scipy.optimize import linear_sum_assignment
+
+    a, b = np.unique(found, return_inverse=True)[1].ravel(), np.unique(truth, return_inverse=True)[1].ravel()
+    table = np.zeros((a.max() + 1, b.max() + 1))
+    np.add.at(table, (a, b), 1)
+    rows, cols = linear_sum_assignment(-table)
+    return float(table[rows, cols].sum() / len(truth))
+
+
+def speak(text: str, voice: str, pitch: int, path: Path) -> np.ndarray:
+    """One sentence from espeak-ng in ``voice`` at ``pitch``, as 16 kHz float32."""
+    from asr.core.audio import load_audio
+
+    subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-w", str(path), text], check=True, timeout=60)
+    return load_audio(path)
+
+
+def dialogue(directory: Path, turns: int, pause_s: float = 0.6, lead_s: float = 0.5) -> tuple[np.ndarray, list[int]]:
+    """``turns`` sentences, the two voices taking turns, with pauses: the audio and who spoke each turn."""
+    silence = np.zeros(int(pause_s * 16000), dtype=np.float32)
+    lead = np.zeros(int(lead_s * 16000), dtype=np.float32)
+    parts, who, cache = [lead], [], {}
+    for i in range(turns):
+        speaker, text = i % 2, DIALOGUE[i % len(DIALOGUE)]
+        if (speaker, text) not in cache:
+            voice, pitch = VOICES[speaker]
+            cache[speaker, text] = speak(text, voice, pitch, directory / f"turn{len(cache)}.wav")
+        parts += [cache[speaker, text], silence]
+        who.append(speaker)
+    parts[-1] = lead
+    return np.concatenate(parts), who
+
+
+# ---- 1. embeddings ------------------------------------------------------------------------------------
+
+
+def load(config: Path, models: Path | None, precision: str = "fp32"):
+    from asr.config import load_settings
+    from asr.models.loading import load_models
+
+    overrides = {"profile": "vad+asr+punc+spk"}
+    if models is not None:
+        overrides["cache_dir"] = str(models)
+    settings = load_settings(config, models=overrides, runtime={"precision": precision})
+    return settings, load_models(settings)
+
+
+def bench_embeddings(models, audio: np.ndarray) -> list[dict]:
+    import torch
+
+    from asr.core import speaker_clustering as clustering
+    from asr.core.speakers import BATCH_WINDOWS, Diarizer
+    from asr.types import SpeechSegment
+
+    minutes = len(audio) / 16000 / 60
+    segments = [(s, audio[s * 16 : e * 16]) for s, e in _fixed_segments(len(audio) // 16)]
+    rows = []
+    warm = Diarizer(models.spk, models.device)
+    warm.add(SpeechSegment(0, 3000), audio[:48000])
+    warm.embeddings()
+    t, c = time.perf_counter(), time.process_time()
+    diarizer = Diarizer(models.spk, models.device)
+    for start, wave in segments:
+        diarizer.add(SpeechSegment(start, start + len(wave) // 16), wave)
+    windows = len(diarizer.embeddings())
+    wall, cpu = time.perf_counter() - t, time.process_time() - c
+    rows.append({"way": f"ours: batches of {BATCH_WINDOWS}", "windows": windows,
+                 "s_per_min": wall / minutes, "cpu_per_min": cpu / minutes, "ms_per_window": 1000 * wall / windows})
+    # FunASR on a CPU: AutoModel embeds every window alone (batch_size 1), features window by window
+    from funasr.models.campplus.utils import extract_feature
+
+    t, c = time.perf_counter(), time.process_time()
+    count = 0
+    with torch.no_grad():
+        for start, wave in segments:
+            for _, _, first, last in clustering.window_spans(start, len(wave)):
+                chunk = np.pad(wave[first:last], (0, clustering.WINDOW_SAMPLES - (last - first)))
+                feats, _, _ = extract_feature([torch.from_numpy(chunk)])
+                models.spk.module(feats.to(models.device))
+                count += 1
+    wall, cpu = time.perf_counter() - t, time.process_time() - c
+    rows.append({"way": "FunASR's: one window per call", "windows": count, "s_per_min": wall / minutes,
+                 "cpu_per_min": cpu / minutes, "ms_per_window": 1000 * wall / count})
+    return rows
+
+
+def _fixed_segments(total_ms: int, length_ms: int = 8000, gap_ms: int = 700) -> list[tuple[int, int]]:
+    """Speech segments as VAD gives them on continuous speech: ~8 s with short gaps."""
+    out, start = [], 0
+    while start < total_ms:
+        out.append((start, min(start + length_ms, total_ms)))
+        start += length_ms + gap_ms
+    return out
+
+
+# ---- 2. clustering ------------------------------------------------------------------------------------
+
+
+def cluster_child(way: str, windows: int, speakers: int, known: bool) -> None:
+    """Runs in a process of its own; prints one JSON line."""
+    x, truth = synthetic_embeddings(windows, speakers, seed=windows + speakers,
+                                    weights=[2.0 ** -i for i in range(speakers)])
+    if way == "ours":
+        import scipy.linalg  # noqa: F401  (imports are not the clustering's memory)
+        import sklearn.cluster  # noqa: F401
+
+        from asr.core.speaker_clustering import cluster
+
+        def run():
+            return cluster(x, speakers if known else None)
+    else:
+        from asr.models.funasr_import import import_registered
+
+        import_registered("CAMPPlus")
+        import torch
+        import umap  # noqa: F401
+        from funasr.models.campplus.cluster_backend import ClusterBackend
+
+        def run():
+            kwargs = {"oracle_num": speakers} if known else {}
+            return np.asarray(ClusterBackend()(torch.from_numpy(x), **kwargs))
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t, c = time.perf_counter(), time.process_time()
+    labels = run()
+    wall, cpu = time.perf_counter() - t, time.process_time() - c
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"way": way, "windows": windows, "speakers": speakers, "known": known, "wall": wall,
+                      "cpu": cpu, "found": int(len(np.unique(labels))), "noise": int((labels < 0).sum()),
+                      "accuracy": window_accuracy(labels, truth), "peak_mb": peak / 1024,
+                      "extra_mb": (peak - base) / 1024}))
+
+
+def bench_clustering(ways: list[str], sizes: list[int], speakers: int, timeout: float) -> list[dict]:
+    rows = []
+    for windows in sizes:
+        for known in (False, True):
+            for way in ways:
+                command = [sys.executable, __file__, "--cluster-child", way, str(windows), str(speakers), str(known)]
+                try:
+                    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=True)
+                    rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+                except subprocess.TimeoutExpired:
+                    rows.append({"way": way, "windows": windows, "speakers": speakers, "known": known,
+                                 "error": f"not done after {timeout:.0f} s"})
+                except subprocess.CalledProcessError as e:
+                    rows.append({"way": way, "windows": windows, "speakers": speakers, "known": known,
+                                 "error": (e.stderr or "").strip().splitlines()[-1:]})
+    return rows
+
+
+# ---- 3. the pipeline ------------------------------------------------------------------------------------
+
+
+def bench_pipeline(settings, models, audio: np.ndarray) -> list[dict]:
+    from asr.core.pipeline import Pipeline
+    from asr.types import TranscribeOptions
+
+    pipeline = Pipeline(models, settings)
+    pipeline.warm_up()
+    rows = []
+    for speakers in (False, True, False, True):
+        result = pipeline.transcribe(audio, TranscribeOptions(speakers=speakers))
+        t = result.timings
+        rows.append({"speakers": speakers, "rtf": result.rtf, "total": t.total_s, "asr": t.asr_s,
+                     "speakers_s": getattr(t, "speakers_s", None), "count": len(result.speakers)})
+    return rows
+
+
+# ---- report -----------------------------------------------------------------------------------------------
+
+
+def render(embeddings: list[dict], clusters: list[dict], pipeline: list[dict], minutes: float) -> str:
+    lines = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+             f"torch threads {__import__('torch').get_num_threads()}", ""]
+    if embeddings:
+        lines += [f"### CAM++ embeddings ({minutes:g} min of two-voice espeak-ng speech)", "",
+                  "| way | windows | wall s per audio min | CPU s per audio min | ms per window |", "|---|---|---|---|---|"]
+        lines += [f"| {r['way']} | {r['windows']} | {r['s_per_min']:.2f} | {r['cpu_per_min']:.2f} | "
+                  f"{r['ms_per_window']:.1f} |" for r in embeddings]
+        lines.append("")
+    if clusters:
+        lines += ["### Clustering synthetic embeddings (1.5 s windows every 0.75 s: 9600 = 2 h, 72 000 = 15 h of speech)", "",
+                  "| way | windows | speakers | count given | wall s | CPU s | peak RSS MB (+ for clustering) | "
+                  "speakers found | window accuracy |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in clusters:
+            name = "ours" if r["way"] == "ours" else "FunASR ClusterBackend"
+            if "error" in r:
+                lines.append(f"| {name} | {r['windows']} | {r['speakers']} | {r['known']} | {r['error']} | | | | |")
+                continue
+            noise = f" ({r['noise']} noise)" if r["noise"] else ""
+            lines.append(f"| {name} | {r['windows']} | {r['speakers']} | {r['known']} | {r['wall']:.1f} | {r['cpu']:.1f} | "
+                         f"{r['peak_mb']:.0f} (+{r['extra_mb']:.0f}) | {r['found']}{noise} | {r['accuracy']:.3f} |")
+        lines.append("")
+    if pipeline:
+        lines += ["### The pipeline, speakers off and on (same file, alternating)", "",
+                  "| speakers | RTF | total s | ASR s | speaker stage s | speaker stage / ASR | speakers |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in pipeline:
+            stage = r["speakers_s"]
+            share = f"{stage / r['asr']:.1%}" if stage is not None and r["asr"] else "-"
+            lines.append(f"| {'on' if r['speakers'] else 'off'} | {r['rtf']:.4f} | {r['total']:.1f} | {r['asr']:.1f} | "
+                         f"{'-' if stage is None else f'{stage:.1f}'} | {share} | {r['count']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--cluster-child"]:
+        way, windows, speakers, known = argv[1:5]
+        cluster_child(way, int(windows), int(speakers), known == "True")
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=REPO / "config.test-models.yaml")
+    parser.add_argument("--models", type=Path, default=None, help="model cache root (default: the config's)")
+    parser.add_argument("--precision", default="fp32", help="runtime.precision for the pipeline rows")
+    parser.add_argument("--minutes", type=float, default=2.0, help="audio for the embedding and pipeline rows")
+    parser.add_argument("--windows", type=int, nargs="+", default=[9600, 72000])
+    parser.add_argument("--speakers", type=int, default=6, help="speakers in the synthetic sets (unequal shares)")
+    parser.add_argument("--skip-funasr", action="store_true", help="leave out FunASR's clustering (UMAP is slow)")
+    parser.add_argument("--funasr-timeout", type=float, default=3600)
+    parser.add_argument("--only", choices=("embeddings", "clustering", "pipeline"), nargs="+",
+                        default=["embeddings", "clustering", "pipeline"])
+    args = parser.parse_args(argv)
+
+    embeddings, clusters, pipeline = [], [], []
+    if {"embeddings", "pipeline"} & set(args.only):
+        with tempfile.TemporaryDirectory() as tmp:
+            once, _ = dialogue(Path(tmp), 8)
+        audio = np.tile(once, int(np.ceil(args.minutes * 60 * 16000 / len(once))))[: int(args.minutes * 60 * 16000)]
+        settings, models = load(args.config, args.models, args.precision)
+        if "embeddings" in args.only:
+            embeddings = bench_embeddings(models, audio)
+        if "pipeline" in args.only:
+            pipeline = bench_pipeline(settings, models, audio)
+    if "clustering" in args.only:
+        ways = ["ours"] + ([] if args.skip_funasr else ["funasr"])
+        clusters = bench_clustering(ways, args.windows, args.speakers, args.funasr_timeout)
+    print(render(embeddings, clusters, pipeline, args.minutes))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
