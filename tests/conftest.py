@@ -30,7 +30,7 @@ SENTENCES = (
 #: and the long-audio ones. The fast tier (the rest) is the everyday loop: under about two minutes here.
 SLOW_MODULES = frozenset({
     "test_bad_inputs", "test_bundle", "test_check", "test_cli", "test_docker", "test_hotword_oracle", "test_offline", "test_oracle",
-    "test_meetings", "test_ray", "test_scripts", "test_security", "test_systemd", "test_ui_browser",
+    "test_meetings", "test_ray", "test_scripts", "test_security", "test_speaker_oracle", "test_systemd", "test_ui_browser",
 })
 
 

@@ -114,6 +114,27 @@ class Diarizer:
 
     # ---- labels ---------------------------------------------------------------------------------
 
+    def turns(
+        self, num_speakers: int | None = None, min_speakers: int | None = None, max_speakers: int | None = None
+    ) -> list[tuple[float, float, int]]:
+        """Who speaks when: ``(start_s, end_s, speaker)`` stretches in time order (FunASR's timeline of
+        the clustered windows). Empty when there was no speech."""
+        high = self.max_speakers if max_speakers is None else max_speakers
+        low = 1 if min_speakers is None else min_speakers
+        if num_speakers is not None and num_speakers < 1:
+            raise SpeakersError(f"the number of speakers must be at least 1, not {num_speakers}")
+        if low < 1 or high < 1:
+            raise SpeakersError("the least and the most speakers must be at least 1")
+        if low > high:
+            raise SpeakersError(f"at least {low} speakers but at most {high}: the least is above the most")
+        embeddings = self.embeddings()
+        if len(embeddings) == 0:
+            return []
+        labels = clustering.cluster(embeddings, num_speakers, low, high)
+        turns = clustering.timeline(self._spans, labels)
+        logger.info("speakers: %d windows, %d clusters, %d turns", len(embeddings), int(labels.max()) + 1, len(turns))
+        return turns
+
     def assign(
         self,
         sentences: Sequence[Sentence],
@@ -126,24 +147,11 @@ class Diarizer:
 
         A sentence overlapping no window gets the nearest turn's speaker. No speech at all: the
         sentences unchanged and 0 speakers."""
-        high = self.max_speakers if max_speakers is None else max_speakers
-        low = 1 if min_speakers is None else min_speakers
-        if num_speakers is not None and num_speakers < 1:
-            raise SpeakersError(f"the number of speakers must be at least 1, not {num_speakers}")
-        if low < 1 or high < 1:
-            raise SpeakersError("the least and the most speakers must be at least 1")
-        if low > high:
-            raise SpeakersError(f"at least {low} speakers but at most {high}: the least is above the most")
-        embeddings = self.embeddings()
-        if len(embeddings) == 0 or not sentences:
+        turns = self.turns(num_speakers, min_speakers, max_speakers)
+        if not turns or not sentences:
             return tuple(sentences), 0
-        labels = clustering.cluster(embeddings, num_speakers, low, high)
-        turns = clustering.timeline(self._spans, labels)
         found = clustering.assign([(s.start_ms, s.end_ms) for s in sentences], turns)
         renumber: dict[int, int] = {}
         for speaker in found:
             renumber.setdefault(speaker, len(renumber))
-        logger.info("speakers: %d windows, %d clusters, %d turns, %d speakers in %d sentences",
-                    len(embeddings), int(labels.max()) + 1, len(turns), len(renumber), len(sentences))
-        labelled = tuple(replace(s, speaker=renumber[k]) for s, k in zip(sentences, found))
-        return labelled, len(renumber)
+        return tuple(replace(s, speaker=renumber[k]) for s, k in zip(sentences, found)), len(renumber)
