@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -189,10 +188,12 @@ def _fixed_segments(total_ms: int, length_ms: int = 8000, gap_ms: int = 700) -> 
 # ---- 2. clustering ------------------------------------------------------------------------------------
 
 
-def cluster_child(way: str, windows: int, speakers: int, known: bool) -> None:
-    """Runs in a process of its own; prints one JSON line."""
-    x, truth = synthetic_embeddings(windows, speakers, seed=windows + speakers,
-                                    weights=[2.0 ** -i for i in range(speakers)])
+def cluster_child(way: str, data: Path, known: bool) -> None:
+    """Runs in a process of its own, on embeddings saved by the parent (so that making them does not
+    count in the peak RSS); prints one JSON line."""
+    saved = np.load(data)
+    x, truth = saved["x"], saved["truth"]
+    windows, speakers = len(x), len(np.unique(truth))
     if way == "ours":
         import scipy.linalg  # noqa: F401  (imports are not the clustering's memory)
         import sklearn.cluster  # noqa: F401
@@ -212,33 +213,51 @@ def cluster_child(way: str, windows: int, speakers: int, known: bool) -> None:
         def run():
             kwargs = {"oracle_num": speakers} if known else {}
             return np.asarray(ClusterBackend()(torch.from_numpy(x), **kwargs))
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = _memory_mb("VmRSS")
     t, c = time.perf_counter(), time.process_time()
     labels = run()
     wall, cpu = time.perf_counter() - t, time.process_time() - c
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _memory_mb("VmHWM")
     print(json.dumps({"way": way, "windows": windows, "speakers": speakers, "known": known, "wall": wall,
                       "cpu": cpu, "found": int(len(np.unique(labels))), "noise": int((labels < 0).sum()),
-                      "accuracy": window_accuracy(labels, truth), "peak_mb": peak / 1024,
-                      "extra_mb": (peak - base) / 1024}))
+                      "accuracy": window_accuracy(labels, truth), "peak_mb": peak,
+                      "extra_mb": peak - base}))
+
+
+def _memory_mb(field: str) -> float:
+    """This process's resident memory (VmRSS) or its peak (VmHWM), from /proc: unlike ru_maxrss, the
+    peak starts afresh at exec, so a child does not inherit its parent's."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def bench_clustering(ways: list[str], sizes: list[int], speakers: int, timeout: float) -> list[dict]:
     rows = []
-    for windows in sizes:
-        for known in (False, True):
-            for way in ways:
-                command = [sys.executable, __file__, "--cluster-child", way, str(windows), str(speakers), str(known)]
-                try:
-                    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=True)
-                    rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-                except subprocess.TimeoutExpired:
-                    rows.append({"way": way, "windows": windows, "speakers": speakers, "known": known,
-                                 "error": f"not done after {timeout:.0f} s"})
-                except subprocess.CalledProcessError as e:
-                    rows.append({"way": way, "windows": windows, "speakers": speakers, "known": known,
-                                 "error": (e.stderr or "").strip().splitlines()[-1:]})
+    with tempfile.TemporaryDirectory(prefix="bench-speakers-") as tmp:
+        for windows in sizes:
+            data = Path(tmp) / f"{windows}.npz"
+            x, truth = synthetic_embeddings(windows, speakers, seed=windows + speakers,
+                                            weights=[2.0 ** -i for i in range(speakers)])
+            np.savez(data, x=x, truth=truth)
+            for known in (False, True):
+                for way in ways:
+                    rows.append(_cluster_row(way, data, windows, speakers, known, timeout))
     return rows
+
+
+def _cluster_row(way: str, data: Path, windows: int, speakers: int, known: bool, timeout: float) -> dict:
+    command = [sys.executable, __file__, "--cluster-child", way, str(data), str(known)]
+    failed = {"way": way, "windows": windows, "speakers": speakers, "known": known}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except subprocess.TimeoutExpired:
+        return {**failed, "error": f"not done after {timeout:.0f} s"}
+    except subprocess.CalledProcessError as e:
+        return {**failed, "error": " ".join((e.stderr or "").strip().splitlines()[-1:])}
 
 
 # ---- 3. the pipeline ------------------------------------------------------------------------------------
@@ -299,8 +318,8 @@ def render(embeddings: list[dict], clusters: list[dict], pipeline: list[dict], m
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--cluster-child"]:
-        way, windows, speakers, known = argv[1:5]
-        cluster_child(way, int(windows), int(speakers), known == "True")
+        way, data, known = argv[1:4]
+        cluster_child(way, Path(data), known == "True")
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=REPO / "config.test-models.yaml")
