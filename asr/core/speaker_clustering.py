@@ -14,12 +14,16 @@ Where we differ, and why:
 * Fewer than 20 windows: FunASR labels them all speaker 0, so a two-person 15 s exchange is one speaker.
   We cluster them too, by average-linkage agglomeration that stops at CAM++'s own verification
   threshold (0.31, ``yesOrno_thr`` of the published model), which needs no minimum size.
-* 2048 windows and more (about 26 minutes of speech): FunASR's UMAP + HDBSCAN took 140 s on 9600
-  windows (2 h) here, is not reproducible (no seed), and HDBSCAN's noise points (label -1) become a
-  speaker of their own. We first group the windows into ``MICRO_CLUSTERS`` k-means centroids, then run
-  FunASR's own spectral clustering on the centroids: memory O(windows x 192 + 2000^2), never an N x N
-  matrix, whether or not the count is known (FunASR's old dense eigendecomposition of a 10k x 10k
-  matrix on a 2 h file, and the 15 h file killed at 100 GB, are what this avoids).
+* 2048 windows and more (about 26 minutes of speech): we first group the windows into
+  ``MICRO_CLUSTERS`` k-means centroids, then run FunASR's own spectral clustering on the centroids, count
+  known or not: memory O(windows x 192 + 2000^2), never a windows x windows matrix or a dense
+  eigendecomposition of one (FunASR's 2 h file with a known count ran one on 10k x 10k; a 15 h file was
+  killed at 100 GB). Measured on 2 CPUs with scripts/bench_speakers.py, six speakers of unequal shares
+  (synthetic embeddings): on 9600 windows (2 h) 11-31 CPU s, +74 MB, 0.93-0.95 of windows right, where
+  FunASR's UMAP + HDBSCAN took 190-230 CPU s, +270 MB, 0.95; on 72 000 (15 h) 62-93 CPU s, +161 MB, 0.96,
+  against 540-840 CPU s, +715 MB, 0.94. UMAP is also unseeded (no two runs agree), and HDBSCAN's noise
+  points (label -1: 1757 of the 72 000) become a speaker of their own in FunASR's relabelling. With a
+  known count FunASR 1.4.16 runs k-means on the raw embeddings instead: fast, but 0.70-0.75 right there.
 * Window spans and embeddings are kept together, row by row, so their counts cannot disagree
   (FunASR's ``assert len(segments) == len(labels)`` crash).
 * A sentence overlapping no speech gets the nearest speaker, not speaker 0; the overlap is summed per
