@@ -79,6 +79,7 @@ COPY --from=models --chown=0:0 /opt/asr/models /opt/asr/models
 COPY config.yaml /etc/asr/config.yaml
 # The web UI: not a Python module of the installed package; asr serve loads it from server.ui_path.
 COPY app.py /opt/asr/app.py
+COPY static /opt/asr/static
 
 # Offline at run time: no hub look-ups, no telemetry. Settings come from the config file and
 # ASR_* variables (e.g. -e ASR_QUEUE__MAX_SIZE=16, -e ASR_SERVER__AUTH='["alice:secret"]').

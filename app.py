@@ -10,11 +10,12 @@ nothing in the package imports this module.
 
 import html
 import logging
+import os
 import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from asr.core.writers import VAD_WRITERS, WRITERS, format_timestamp, render
 from asr.errors import AsrError, EngineBusyError, storage_error
 from asr.service.engine import Engine
 from asr.service.jobs import JobKind, JobRecord, JobState
+from asr.service.media import media_root, playback_path, write_playback
 from asr.types import Transcript, VadResult
 
 logger = logging.getLogger("asr.app")
@@ -45,7 +47,8 @@ def _gradio():
 
 def user_error(message: str) -> Exception:
     """The message shown to the user; it is their input's fault, so no stack goes to the log."""
-    return _gradio().Error(message, print_exception=False)
+    # duration=None: it stays until closed (Gradio's default hides it after 10 s, leaving a bare "Error")
+    return _gradio().Error(message, duration=None, print_exception=False)
 
 
 def friendly(error: BaseException) -> Exception:
@@ -91,7 +94,7 @@ def sentences_text(transcript: Transcript) -> str:
         return f"{name}: " if name else ""
 
     lines = [
-        f"[{format_timestamp(s.start_ms, '.')} → {format_timestamp(s.end_ms, '.')}] {speaker(s)}{s.text}"
+        f"[{format_timestamp(s.start_ms, '.')} → {format_timestamp(s.end_ms, '.')}] {speaker(s)}{clean_text(s.text)}"
         for s in transcript.sentences
     ]
     return "\n".join(lines) if lines else "(no speech found)"
@@ -101,24 +104,124 @@ def sentences_text(transcript: Transcript) -> str:
 SPEAKER_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#999999")
 
 
-def speakers_html(transcripts: list[tuple[str, Transcript]]) -> str:
-    """The sentence list with each speaker in a colour of its own; empty without speaker labels."""
-    blocks = []
-    for title, transcript in transcripts:
-        if not transcript.speakers:
-            continue
-        rows = []
-        for s in transcript.sentences:
-            colour = SPEAKER_COLOURS[(s.speaker or 0) % len(SPEAKER_COLOURS)]
-            rows.append(
-                f'<div class="asr-sentence" data-speaker="{s.speaker}">'
-                f'<span class="asr-time">{format_timestamp(s.start_ms, ".")[:-4]}</span> '
-                f'<b class="asr-speaker" style="color:{colour}">{html.escape(transcript.speaker_name(s) or "")}</b> '
-                f'{html.escape(s.text)}</div>'
-            )
-        heading = f"<h4>{html.escape(title)}</h4>" if len(transcripts) > 1 else ""
-        blocks.append(heading + "".join(rows))
-    return "".join(blocks)
+STATIC = Path(__file__).resolve().parent / "static"
+
+#: Stages in the words a user reads (the engine reports ids; the order is the pipeline's, never backwards).
+STAGE_WORDS = {
+    "queued": "waiting", "starting": "starting", "decode": "decode", "vad": "VAD", "asr": "recognition",
+    "punc": "punctuation", "spk": "speakers", "itn": "numbers", "done": "done",
+}
+KIND_WORDS = {JobKind.TRANSCRIBE: "transcript", JobKind.VAD: "speech segments"}
+
+
+@dataclass(frozen=True)
+class FileRow:
+    """One file of a batch in the workspace: its job once submitted, or why it never was."""
+
+    name: str
+    job: JobRecord | None = None
+    refused: str = ""
+
+
+def clean_text(text: str) -> str:
+    """What a reader sees: FunASR's ``<unk>`` (which the sentences and subtitles already drop) removed."""
+    return " ".join(text.replace("<unk>", " ").split()) if "<unk>" in text else text
+
+
+def transcript_text(transcript: Transcript) -> str:
+    return "".join(clean_text(s.text) for s in transcript.sentences) or clean_text(transcript.text)
+
+
+def clock(ms: int) -> str:
+    """A sentence's start as a player shows it: 1:02.5, or 1:02:03.5 past the hour."""
+    tenths = ms // 100
+    hours, rest = divmod(tenths, 36000)
+    minutes, rest = divmod(rest, 600)
+    seconds = f"{rest // 10:02d}.{rest % 10}"
+    return f"{hours}:{minutes:02d}:{seconds}" if hours else f"{minutes}:{seconds}"
+
+
+def _progress_line(record: JobRecord) -> str:
+    if record.state is JobState.QUEUED and record.queue_position:
+        return f"waiting in queue (position {record.queue_position})"
+    stage = STAGE_WORDS.get(record.stage or "", record.stage or "starting")
+    line = f"{stage} · {record.progress:.0%}"
+    eta = getattr(record, "eta_s", None)
+    if eta is not None:
+        line += f" · about {max(1, round(eta))} s left"
+    return line
+
+
+def _sentence_html(index: int, sentence, transcript: Transcript) -> str:
+    speaker = ""
+    if transcript.speakers:
+        options = "".join(
+            f'<option value="{k}"{" selected" if k == sentence.speaker else ""}>{html.escape(name)}</option>'
+            for k, name in enumerate(transcript.speakers)
+        )
+        colour = SPEAKER_COLOURS[(sentence.speaker or 0) % len(SPEAKER_COLOURS)]
+        speaker = f'<select class="ws-who" aria-label="speaker" style="color:{colour}">{options}</select>'
+    else:
+        speaker = '<span class="ws-who"></span>'  # keeps the grid's columns
+    return (
+        f'<li class="ws-sentence" data-index="{index}" data-start="{sentence.start_ms}" data-end="{sentence.end_ms}"'
+        f' data-speaker="{sentence.speaker if sentence.speaker is not None else ""}">'
+        f'<span class="ws-time">{clock(sentence.start_ms)}</span>{speaker}'
+        f'<span class="ws-text">{html.escape(clean_text(sentence.text))}</span>'
+        f'<button class="ws-edit" title="edit" aria-label="edit sentence {index + 1}">✎</button></li>'
+    )
+
+
+def _transcript_html(record: JobRecord, transcript: Transcript, playable: bool) -> str:
+    parts = []
+    if playable:
+        parts.append(f'<audio controls preload="metadata" src="ui/media/{record.id}"></audio>')
+    if transcript.speakers:
+        chips = "".join(
+            f'<span class="ws-chip" style="color:{SPEAKER_COLOURS[k % len(SPEAKER_COLOURS)]}">'
+            f'<span class="ws-name-of" data-speaker="{k}">{html.escape(name)}</span>'
+            f'<button class="ws-rename" title="rename" aria-label="rename {html.escape(name)}">✎</button></span>'
+            for k, name in enumerate(transcript.speakers)
+        )
+        parts.append(f'<div class="ws-speakers">{chips}</div>')
+    rows = "".join(_sentence_html(i, s, transcript) for i, s in enumerate(transcript.sentences))
+    parts.append(f'<ol class="ws-sentences">{rows}</ol>' if rows else "<p>(no speech found)</p>")
+    return "".join(parts)
+
+
+def workspace_html(rows: list[FileRow], playable: Callable[[JobRecord], bool] = lambda r: False) -> str:
+    """Every file of a batch as a card of its own: its progress while it runs; then its player and sentences,
+    or its error, which stays next to it. Rendered here (escaped) and made live by static/workspace.js."""
+    cards = []
+    for row in rows:
+        record = row.job
+        if record is None:
+            state, status, body = "refused", "not transcribed", f'<p class="ws-error" role="alert">{html.escape(row.refused)}</p>'
+            kind, job_id, active = "", "", False
+        else:
+            state, job_id, active = record.state.value, record.id, not record.state.finished
+            kind = KIND_WORDS.get(record.kind, record.kind.value)
+            if active:
+                status = "queued" if record.state is JobState.QUEUED else "running"
+                width = 0 if record.state is JobState.QUEUED else round(100 * record.progress)
+                body = (f'<div class="ws-progress" role="progressbar" aria-valuenow="{width}" aria-valuemin="0" '
+                        f'aria-valuemax="100"><div class="ws-bar" style="width:{width}%"></div>'
+                        f'<span>{html.escape(_progress_line(record))}</span></div>'
+                        '<div class="ws-tools"><button class="ws-cancel">Cancel</button></div>')
+            elif record.state is JobState.COMPLETED and isinstance(record.result, Transcript):
+                status = f"done · {record.result.duration_s:.1f} s of audio"  # the RTF is in the timings line
+                body = _transcript_html(record, record.result, playable(record))
+            else:
+                status = record.state.value
+                body = f'<p class="ws-error" role="alert">{html.escape(record.error or record.state.value)}</p>'
+        cards.append(
+            f'<section class="ws-job" data-job="{job_id}" data-state="{state}" data-active="{str(active).lower()}">'
+            f'<header><span class="ws-file">{html.escape(row.name)}</span><span class="ws-kind">{kind}</span>'
+            f'<span class="ws-status">{html.escape(status)}</span></header>{body}</section>'
+        )
+    if sum(1 for r in rows if r.job is not None and not r.job.state.finished) > 1:
+        cards.insert(0, '<div class="ws-tools"><button class="ws-cancel-all">Cancel all</button></div>')
+    return "".join(cards)
 
 
 def timings_markdown(record: JobRecord) -> str:
@@ -229,13 +332,44 @@ def transcribe_tab(tab: _Tab) -> None:
     gr = _gradio()
     engine, settings, registry = tab.engine, tab.settings, tab.registry
 
+    media = media_root(settings)
+
+    def keep_for_playback(path: Path, job: JobRecord) -> None:
+        """The upload, kept beside the job until its playback copy is made (the job has its own copy)."""
+        target = media / job.id / ("source" + Path(path).suffix.lower())
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copyfile(path, target)
+        except OSError as e:
+            logger.warning("job %s: no playback copy (%s)", job.id, e)
+
+    def finish_playback(record: JobRecord) -> bool:
+        job_dir = media / record.id
+        sources = list(job_dir.glob("source.*")) if job_dir.is_dir() else []
+        try:
+            if record.state is JobState.COMPLETED and sources:
+                write_playback(sources[0], job_dir, settings.audio, record.filename)
+            elif not playback_path(job_dir).is_file():
+                shutil.rmtree(job_dir, ignore_errors=True)
+        except (AsrError, OSError) as e:
+            logger.warning("job %s: no playback copy (%s)", record.id, e)
+        finally:
+            for source in sources:
+                source.unlink(missing_ok=True)
+        return playback_path(job_dir).is_file()
+
     # inputs order must match handler signature
     def transcribe(files, recording, punctuate, formats, itn, speakers, num_speakers, hotwords,
-                   request: gr.Request, progress=gr.Progress()):
+                   request: gr.Request):
         given = list(files or []) + ([recording] if recording else [])
         if not given:
             raise user_error("Upload a file or record from the microphone first.")
-        names = {Path(f): getattr(f, "orig_name", None) or Path(f).name for f in given}
+        names = {Path(f): getattr(f, "orig_name", None) or Path(f).name for f in files or []}
+        if recording:
+            names[Path(recording)] = time.strftime("recording %Y-%m-%d %H-%M-%S.wav")
         formats = [f for f in (formats or []) if f in WRITERS] or ["srt"]
         try:
             options = build_options(
@@ -246,38 +380,56 @@ def transcribe_tab(tab: _Tab) -> None:
             for path in names:
                 registry.discard(path)
             raise friendly(e) from None
-        jobs, refused = [], []
+        rows: list[FileRow] = []
         for path, name in names.items():
             try:
-                jobs.append(engine.submit(path, name, JobKind.TRANSCRIBE, options, owner=tab.user_of(request)))
+                job = engine.submit(path, name, JobKind.TRANSCRIBE, options, owner=tab.user_of(request))
+                keep_for_playback(path, job)
+                rows.append(FileRow(name, job))
             except EngineBusyError as e:
-                if not jobs:
-                    raise friendly(e) from None
-                refused.append(f"{name}: {e}")
+                rows.append(FileRow(name, refused=f"not queued: {e}"))
+            except AsrError as e:
+                rows.append(FileRow(name, refused=str(e)))  # the file's own message, as the API and CLI give it
             except Exception as e:
-                raise friendly(e) from None
+                rows.append(FileRow(name, refused=str(friendly(e))))
             finally:
                 registry.discard(path)  # the job has its own copy (or the file was refused)
-        records = wait_for(engine, jobs, progress)
+        while True:
+            rows = [replace(r, job=engine.get(r.job.id)) if r.job else r for r in rows]
+            if all(r.job is None or r.job.state.finished for r in rows):
+                break
+            yield gr.skip(), gr.skip(), workspace_html(rows), gr.skip(), gr.skip()
+            time.sleep(POLL_S)
+        playable = {r.job.id for r in rows if r.job is not None and finish_playback(r.job)}
         texts, files, notes = [], [], []
-        for record in records:
-            if record.state is not JobState.COMPLETED:
-                # the job's own message, as the API and the CLI give it (it names the file)
-                notes.append(record.error or f"{record.filename}: {record.state.value}")
-                continue
-            header = f"### {record.filename}\n" if len(records) > 1 else ""
+        done = [r.job for r in rows if r.job is not None and r.job.state is JobState.COMPLETED]
+        for record in done:
+            header = f"### {record.filename}\n" if len(rows) > 1 else ""
             texts.append(header + sentences_text(record.result))
             written, problem = result_files_or_note(record, formats, settings, registry)
             files.extend(written)
             notes.append(timings_markdown(record) + (f"  \n{problem}" if problem else ""))
-        notes.extend(f"**not queued** — {r}" for r in refused)
-        if not texts and notes:
-            raise user_error(" / ".join(n.replace("**", "") for n in notes))
-        done = [r for r in records if r.state is JobState.COMPLETED]
-        full_text = "\n\n".join(r.result.text for r in done)
-        coloured = speakers_html([(r.filename, r.result) for r in done])
-        return full_text, "\n\n".join(texts), gr.update(value=coloured, visible=bool(coloured)), files, \
-            "\n\n".join(notes)
+        board = workspace_html(rows, lambda r: r.id in playable)
+        full_text = "\n\n".join(transcript_text(r.result) for r in done)
+        yield full_text, "\n\n".join(texts), board, files, "\n\n".join(notes)
+        if not done:
+            # Nothing to read: the errors also come up as a message, as they did (each stays on its card too).
+            raise user_error(" / ".join(
+                (r.job.error or f"{r.name}: {r.job.state.value}") if r.job else r.refused for r in rows))
+
+    def cancel_jobs(data: Any, request: gr.Request) -> dict[str, str]:
+        """Called from the workspace's Cancel buttons with the job ids."""
+        ids = data[0] if isinstance(data, list) and data and isinstance(data[0], list) else data
+        user = tab.user_of(request)
+        for job_id in ids if isinstance(ids, list) else []:
+            try:
+                if not isinstance(job_id, str) or (settings.server.auth and engine.get(job_id).owner != user):
+                    continue
+                engine.cancel(job_id)
+            except AsrError as e:
+                if len(ids) == 1:
+                    return {"error": str(e)}
+        return {}
 
     with gr.Tab("Transcribe", id="transcribe"):
         with gr.Row():
@@ -299,15 +451,18 @@ def transcribe_tab(tab: _Tab) -> None:
                                       placeholder="names and jargon, separated by spaces or new lines",
                                       info=None if hot_ok else "needs models.asr_model: seaco")
                 formats = gr.CheckboxGroup(UI_FORMATS, value=["srt", "txt"], label="Files to download")
-                run = gr.Button("Transcribe", variant="primary")
+                run = gr.Button("Transcribe", variant="primary", elem_id="transcribe-button")
             with gr.Column():
-                text = gr.Textbox(label="Text", lines=6, buttons=["copy"])
-                sentences = gr.Textbox(label="Sentences with timestamps", lines=10)
-                by_speaker = gr.HTML(visible=False, elem_id="speaker-sentences")
+                board = gr.HTML(value="", elem_id="workspace", js_on_load=(STATIC / "workspace.js").read_text(),
+                                css_template=(STATIC / "workspace.css").read_text(),
+                                server_functions=[cancel_jobs])
                 downloads = gr.File(label="Downloads", file_count="multiple", interactive=False)
                 timings = gr.Markdown()
+                text = gr.Textbox(label="Text", lines=6, buttons=["copy"])
+                sentences = gr.Textbox(label="Sentences with timestamps", lines=10)
+        # No progress overlay: each file's card shows its own (Gradio drew one on every output).
         run.click(transcribe, [files, recording, punctuate, formats, itn, speakers, num_speakers, hotwords],
-                  [text, sentences, by_speaker, downloads, timings],
+                  [text, sentences, board, downloads, timings], show_progress="hidden",
                   concurrency_id="engine", api_visibility="private")
 
 

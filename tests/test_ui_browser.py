@@ -389,6 +389,9 @@ def test_record_from_the_microphone_and_transcribe(page, made):
     assert float(np.abs(samples).max()) > 0.05, "the take is silent: the fake microphone's speech did not arrive"
 
     text, sentences = run_transcribe(page)
+    # Named by the time it was made (Gradio names every take "audio.wav"), in the results and in History.
+    name = page.locator("#workspace .ws-file").first.inner_text()
+    assert re.fullmatch(r"recording \d{4}-\d\d-\d\d \d\d-\d\d-\d\d\.wav", name), name
     made.append((name, "transcribe"))
     assert text.strip()
     assert sentences.splitlines() and SENTENCE_LINE.match(sentences.splitlines()[0]), sentences[:300]

@@ -58,13 +58,16 @@ def test_speakers_hotwords_and_itn_from_the_transcribe_tab(page, dialogue):
     lines = sentences.splitlines()
     assert lines and all(re.search(r"\] Speaker [12]: ", line) for line in lines), sentences[:400]
 
-    coloured = page.locator("#speaker-sentences .asr-sentence")
+    coloured = page.locator("#workspace .ws-sentence")
     expect(coloured.first).to_be_visible(timeout=JOB_MS)
-    names = coloured.locator(".asr-speaker")
-    assert {names.nth(i).inner_text() for i in range(names.count())} <= {"Speaker 1", "Speaker 2"}
+    names = coloured.locator("select.ws-who")
+    chosen = {names.nth(i).evaluate("s => s.options[s.selectedIndex].text") for i in range(names.count())}
+    assert chosen <= {"Speaker 1", "Speaker 2"}, chosen
     colours = {names.nth(i).evaluate("e => getComputedStyle(e).color") for i in range(names.count())}
     speakers = {coloured.nth(i).get_attribute("data-speaker") for i in range(coloured.count())}
     assert len(colours) == len(speakers), "each speaker has a colour of its own"
+    chips = page.locator("#workspace .ws-chip .ws-name-of")
+    assert set(chips.all_inner_texts()) == {"Speaker 1", "Speaker 2"}
 
     srt_link = tab.locator('a[download="meeting.srt"]')
     body = page.request.get(srt_link.get_attribute("href")).text()

@@ -94,7 +94,8 @@ def create_app(settings: Settings, ui: UiFactory, engine: Engine | None = None):
         UploadGuard,
         allowed_hosts,
     )
-    from asr.service.uploads import add_ui_upload_route
+    from asr.service.media import media_root
+    from asr.service.uploads import add_playback_route, add_ui_upload_route
 
     engine = engine or Engine(settings)
     server = settings.server
@@ -114,6 +115,7 @@ def create_app(settings: Settings, ui: UiFactory, engine: Engine | None = None):
 
     # Before the mount, so that it answers in place of Gradio's own upload route.
     add_ui_upload_route(api, registry, max_file, ui_user, logins_on=bool(server.auth))
+    add_playback_route(api, engine, media_root(settings), ui_user, logins_on=bool(server.auth))
     demo = ui(engine, settings, registry)
     slots = settings.queue.max_size + settings.queue.workers
     demo.queue(max_size=slots, default_concurrency_limit=slots, api_open=False)

@@ -29,7 +29,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from asr.errors import FileTooLargeError, LoginRequiredError, RequestError, storage_error
+from asr.errors import FileTooLargeError, LoginRequiredError, NotFoundError, RequestError, storage_error
 
 logger = logging.getLogger(__name__)
 
@@ -190,3 +190,36 @@ def add_ui_upload_route(app: Any, registry: UploadRegistry, max_file_bytes: int,
 
     app.add_api_route(f"{prefix}/upload", upload, methods=["POST"], include_in_schema=False)
 
+
+
+def add_playback_route(app: Any, engine: Any, media: Path, ui_user: Callable[[Any], str | None],
+                       logins_on: bool, prefix: str = "/ui/media") -> None:
+    """``GET {prefix}/{job_id}``: the job's playback audio (asr.service.media) for the UI's player, with
+    HTTP ranges so that a click on a sentence seeks without downloading the file first.
+
+    With logins on, only the signed-in owner of the job gets it, as in History; any other job id, unknown or
+    not theirs, is the same 404, so ids cannot be probed."""
+    from starlette.responses import FileResponse
+
+    from asr.errors import AsrError
+    from asr.service.media import playback_path
+
+    async def playback(request: Request, job_id: str) -> Any:
+        user = ui_user(request) if logins_on else None
+        if logins_on and user is None:
+            raise LoginRequiredError("log in first")
+        missing = NotFoundError("no playback audio for this job")
+        if not job_id.isalnum() or len(job_id) > 64:
+            raise missing
+        try:
+            record = engine.get(job_id)
+        except AsrError:
+            raise missing from None
+        if logins_on and record.owner != user:
+            raise missing
+        path = playback_path(media / job_id)
+        if not path.is_file():
+            raise missing
+        return FileResponse(path, media_type="audio/flac", headers={"Cache-Control": "private, max-age=3600"})
+
+    app.add_api_route(f"{prefix}/{{job_id}}", playback, methods=["GET"], include_in_schema=False)

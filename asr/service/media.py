@@ -1,0 +1,61 @@
+"""Playback copies of the audio a job transcribed, for the UI's transcript player.
+
+The copy is made from the decoder's own output (16 kHz mono, the samples the timestamps count), written as
+FLAC: every browser plays it, whatever the upload was (AMR, WMA and most video containers play nowhere), it is
+about half the size of WAV, and a sentence's start time seeks to exactly the audio it was recognised from.
+The decoding runs as the engine's does (``audio.isolate_decoder``): the file has already decoded once for its
+job, but it is still a user's file.
+
+Example::
+
+    path = write_playback(upload, media_root(settings) / job.id, settings.audio, "meeting.m4a")
+
+They live with the job history (``storage.state_dir``/media), not in Gradio's temp files, so a reopened job
+still plays after a restart; deleting the job deletes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import soundfile as sf
+
+from asr.config import AudioConfig, Settings
+from asr.core.isolation import open_audio
+
+logger = logging.getLogger(__name__)
+
+PLAYBACK_NAME = "playback.flac"
+SAMPLE_RATE = 16000
+
+
+def media_root(settings: Settings) -> Path:
+    return settings.storage.state_path() / "media"
+
+
+def playback_path(job_dir: Path) -> Path:
+    return job_dir / PLAYBACK_NAME
+
+
+def write_playback(source: Path, job_dir: Path, limits: AudioConfig, name: str | None = None) -> Path:
+    """Decode ``source`` into ``job_dir/playback.flac`` (written to a temporary name, then renamed, so the
+    player never meets half a file); raises the decoder's AudioError or an OSError, leaving nothing."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    target = playback_path(job_dir)
+    partial = target.with_name(target.name + ".partial")
+    _, chunks = open_audio(source, limits, name)
+    try:
+        with sf.SoundFile(partial, "w", samplerate=SAMPLE_RATE, channels=1, format="FLAC", subtype="PCM_16") as out:
+            for chunk in chunks:
+                out.write(chunk)
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    return target
