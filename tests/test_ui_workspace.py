@@ -30,24 +30,24 @@ from tests.test_ui_browser import (  # noqa: F401  (fixtures)
 pytestmark = pytest.mark.browser
 
 
-def upload_files(page, paths: list[Path]) -> None:
+def upload_files(view, paths: list[Path]) -> None:
     from playwright.sync_api import expect
 
-    tab = panel(page)
+    tab = panel(view)
     tab.get_by_role("button", name="Click to upload or drop files").locator("input[type=file]").set_input_files(
         [str(p) for p in paths])
     for path in paths:
         expect(tab.get_by_role("cell", name=path.name, exact=True)).to_be_visible()
 
 
-def cards(page):
-    return page.locator("#workspace .ws-job")
+def cards(view):
+    return view.locator("#workspace .ws-job")
 
 
-def wait_until_finished(page, count: int) -> None:
+def wait_until_finished(view, count: int) -> None:
     from playwright.sync_api import expect
 
-    expect(page.locator("#workspace .ws-job[data-active=false]")).to_have_count(count, timeout=JOB_MS)
+    expect(view.locator("#workspace .ws-job[data-active=false]")).to_have_count(count, timeout=JOB_MS)
 
 
 @pytest.fixture(scope="module")
