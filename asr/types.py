@@ -8,8 +8,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Literal
 
-Stage = Literal["decode", "vad", "asr", "punc", "spk", "itn", "write"]
-#: progress(stage, fraction_done_of_that_stage)
+Stage = Literal["decode", "vad", "asr", "punc", "spk", "itn", "done"]
+#: The stages in the order a transcription reaches them. Reading and VAD run ahead of recognition
+#: in a thread of their own, so several are busy at once; progress names the furthest one reached.
+STAGES: tuple[Stage, ...] = ("decode", "vad", "asr", "punc", "spk", "itn", "done")
+#: progress(stage, fraction): the furthest stage reached, and the share of the whole job done
+#: (both only ever move forward)
 ProgressCallback = Callable[[str, float], None]
 
 

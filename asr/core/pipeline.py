@@ -15,7 +15,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
@@ -39,6 +39,7 @@ from asr.models.loading import ModelSet
 if TYPE_CHECKING:
     from asr.core.speakers import Diarizer
 from asr.types import (
+    STAGES,
     ProgressCallback,
     SpeechSegment,
     StageTimings,
@@ -264,14 +265,18 @@ class Pipeline:
         raise AssertionError("unreachable")
 
     def _recognize(
-        self, pending: list[tuple[int, SpeechSegment, torch.Tensor]], hotwords: tuple[str, ...] = ()
+        self, pending: list[tuple[int, SpeechSegment, torch.Tensor]], hotwords: tuple[str, ...] = (),
+        on_batch: Callable[[int], None] | None = None,
     ) -> dict[int, RecognizedSegment]:
+        """Recognise ``pending`` in batches; ``on_batch(frames)`` after each, for the progress."""
         frames = [feats.shape[0] for _, _, feats in pending]
         results: dict[int, RecognizedSegment] = {}
         for batch in plan_batches(frames, self.batch_frames, self.settings.asr.max_batch_size):
             outputs = self._recognize_batch([pending[i][2] for i in batch], hotwords)
             for i, output in zip(batch, outputs):
                 results[pending[i][0]] = output
+            if on_batch is not None:
+                on_batch(sum(frames[i] for i in batch))
         return results
 
     def _featurized(
@@ -356,12 +361,22 @@ class Pipeline:
             nonlocal pending, pending_frames
             if not pending:
                 return
-            report("asr", pending[0][1].start_ms)
-            t0 = time.perf_counter()
-            recognized.update(self._recognize(pending, options.hotwords))
-            clock.asr += time.perf_counter() - t0
             # what is recognised, not state["position_ms"]: the reading thread may be minutes ahead
+            from_ms = pending[0][1].start_ms
             done_ms = max(segment.end_ms for _, segment, _ in pending)
+            total, recognised = max(1, pending_frames), 0
+
+            def batch_done(frames: int) -> None:
+                # batches run longest first, not in time order: the share of this round's speech
+                # recognised, spread over the stretch of audio the round covers
+                nonlocal recognised
+                recognised += frames
+                report("asr", from_ms + (done_ms - from_ms) * min(1.0, recognised / total))
+
+            report("asr", from_ms)
+            t0 = time.perf_counter()
+            recognized.update(self._recognize(pending, options.hotwords, batch_done))
+            clock.asr += time.perf_counter() - t0
             pending, pending_frames = [], 0
             report("asr", done_ms)
 
@@ -449,12 +464,18 @@ class Pipeline:
 
 
 class _Progress:
-    """Turns 'the audio up to t ms is done' into (stage, fraction) callbacks."""
+    """Turns 'the audio up to t ms is recognised' into (stage, fraction) callbacks that never go back.
+
+    Reading and VAD run ahead of recognition in a thread of their own, so the loop sees VAD's next
+    segments between two rounds of recognition: passing each call's stage on would jump
+    vad → asr → vad → asr. The stage reported is the furthest one reached (``STAGES``), and the
+    fraction is the share of the audio recognised so far, which only grows."""
 
     def __init__(self, callback: ProgressCallback | None, expected_s: float | None):
         self._callback = callback
         self._expected_ms = expected_s * 1000 if expected_s else None
         self._last = 0.0
+        self._stage = 0
 
     def __call__(self, stage: str, done_ms: float | None) -> None:
         if self._callback is None:
@@ -466,10 +487,12 @@ class _Progress:
         else:
             fraction = self._last
         self._last = max(self._last, fraction)
-        self._callback(stage, self._last)
+        self._stage = max(self._stage, STAGES.index(stage))
+        self._callback(STAGES[self._stage], self._last)
 
     def done(self) -> None:
         if self._callback is not None:
+            self._stage = len(STAGES) - 1
             self._callback("done", 1.0)
 
 

@@ -45,6 +45,7 @@ from asr.errors import (
 from asr.service.engine import Engine
 from asr.service.guards import LoginThrottle, envelope, error_headers
 from asr.service.jobs import JobKind, JobRecord, JobState
+from asr.service.stages import stage_names
 from asr.types import TranscribeOptions, Transcript
 
 logger = logging.getLogger(__name__)
@@ -133,8 +134,10 @@ def job_status(record: JobRecord) -> dict[str, Any]:
         "started_at": record.started_at,
         "finished_at": record.finished_at,
         "stage": record.stage,
+        "stage_name": stage_names(record.stage),  # {"en": "recognition", "zh": "识别"}
         "progress": round(record.progress, 4),
         "queue_position": record.queue_position,
+        "eta_s": record.eta_s,
         "duration_s": record.duration_s,
         "rtf": round(record.rtf, 5) if record.rtf is not None else None,
         "timings": record.timings.__dict__ if record.timings else None,

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import statistics
 import threading
 import time
 import uuid
@@ -44,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 DB_NAME = "jobs.sqlite3"
 _SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
+#: Completed jobs whose real-time factor the time estimates use (their median, per kind): a few,
+#: so that one odd job (a cold cache, a file of silence) does not swing them.
+RTF_WINDOW = 5
 
 
 class Runner(Protocol):
@@ -73,8 +77,10 @@ class _LiveJob:
     path: Path
     options: TranscribeOptions
     filename: str
+    audio_s: float | None = None  # what the file's container says (the probe's); None if it does not
     stage: str = "queued"
     progress: float = 0.0
+    started: float | None = None  # perf_counter when its runner began
     cancel_requested: bool = False
     done: threading.Event = field(default_factory=threading.Event)
     on_done: list[Callable[[], None]] = field(default_factory=list)  # guarded by the engine's lock
@@ -87,6 +93,9 @@ class _Worker:
     thread: threading.Thread | None = None
     job_id: str | None = None
     state: str = "starting"
+    # A job handed straight to this idle worker at submit: it never waits in the queue, so it never
+    # shows a queue place (the worker takes it when its thread next runs).
+    assigned: _LiveJob | None = None
 
 
 def _default_on_fatal(error: BaseException) -> None:
@@ -116,6 +125,9 @@ class Engine:
         self._reserved = 0
         self._live: dict[str, _LiveJob] = {}
         self._workers = [_Worker(i) for i in range(settings.queue.workers)]
+        self._rtfs: dict[JobKind, collections.deque[float]] = {
+            kind: collections.deque(maxlen=RTF_WINDOW) for kind in JobKind
+        }
         self._pipelines: list[Runner] = []
         self._stopping = False
         self.ready = threading.Event()
@@ -154,8 +166,11 @@ class Engine:
         """Stop taking work; jobs still waiting become interrupted (they are in the history)."""
         with self._lock:
             self._stopping = True
-            waiting = list(self._waiting)
+            waiting = list(self._waiting) + [w.assigned for w in self._workers if w.assigned is not None]
             self._waiting.clear()
+            for worker in self._workers:
+                if worker.assigned is not None:
+                    worker.assigned, worker.job_id, worker.state = None, None, "idle"
             self._lock.notify_all()
         for job in waiting:
             self._finish_unsaved_safe(job, JobState.INTERRUPTED, "the service was stopped before this job started", "interrupted")
@@ -210,7 +225,7 @@ class Engine:
             self._reserved += 1
         job_id = uuid.uuid4().hex
         try:
-            self._probe(source, _display_name(filename))
+            info = self._probe(source, _display_name(filename))
             job_dir = self._jobs_dir / job_id
             job_dir.mkdir(parents=True)
             suffix = Path(filename).suffix.lower()
@@ -232,35 +247,76 @@ class Engine:
             except BaseException:  # full, unwritable, gone: the copy must not outlive the refusal
                 shutil.rmtree(job_dir, ignore_errors=True)
                 raise
-            live = _LiveJob(job_id, kind, target, options, record.filename)
+            live = _LiveJob(job_id, kind, target, options, record.filename, audio_s=info.duration_s)
             with self._lock:
                 self._live[job_id] = live
-                self._waiting.append(live)
-                self._lock.notify()
+                self._hand_over(live)
         finally:
             with self._lock:
                 self._reserved -= 1
         logger.info("job %s queued: %s (%s)", job_id, record.filename, kind.value)
         return self.get(job_id)
 
-    def _probe(self, source: Path, name: str) -> None:
-        """Refuse an unusable file at once, before it waits in the queue."""
+    def _hand_over(self, job: _LiveJob) -> None:
+        """To an idle worker at once when nothing waits before it, else to the back of the queue.
+
+        Called with the lock held. Handing it over here, not when the worker's thread next runs,
+        is what keeps a job for an idle worker from showing "waiting in queue (position 1)"."""
+        idle = next((w for w in self._workers if w.state == "idle" and w.job_id is None), None)
+        if idle is not None and not self._waiting:
+            idle.assigned, idle.job_id, idle.state = job, job.id, "busy"
+            job.stage = "starting"
+        else:
+            self._waiting.append(job)
+        self._lock.notify_all()  # the worker given the job must wake, not just any waiting one
+
+    def _probe(self, source: Path, name: str) -> Any:
+        """Refuse an unusable file at once, before it waits in the queue; its AudioInfo otherwise."""
         from asr.core.isolation import probe
 
-        probe(source, self.settings.audio, name)
+        return probe(source, self.settings.audio, name)
 
     # ---- watching ---------------------------------------------------------------------------------
 
     def get(self, job_id: str) -> JobRecord:
         with self._lock:
             live = self._live.get(job_id)
-            position = next((i + 1 for i, j in enumerate(self._waiting) if j.id == job_id), None)
         if live is not None and live.unsaved is not None:
             return live.unsaved
         record = self.store.get(job_id)
         if live is None or record.state.finished:
             return record
-        return replace(record, stage=live.stage, progress=live.progress, queue_position=position)
+        # the live state read after the row: a job a worker took meanwhile shows no stale queue place
+        with self._lock:
+            position = next((i + 1 for i, j in enumerate(self._waiting) if j.id == job_id), None)
+            return self._live_view(record, live, position)
+
+    def _live_view(self, record: JobRecord, live: _LiveJob, position: int | None) -> JobRecord:
+        """The stored row with what only this process knows. Called with the lock held.
+
+        A job a worker holds has stage ``starting`` and no queue place from that moment; its state
+        stays the row's (``queued``) until the worker has recorded its start, as clients expect."""
+        return replace(record, stage=live.stage, progress=live.progress, queue_position=position,
+                       eta_s=self._eta(live))
+
+    def _eta(self, job: _LiveJob) -> float | None:
+        """Seconds left: the audio still to do times the median RTF of the last few completed jobs
+        of its kind; before there are any, the job's own pace once it has made progress."""
+        if job.started is None:
+            return None
+        left = max(0.0, 1.0 - job.progress)
+        recent = self._rtfs[job.kind]
+        if recent and job.audio_s:
+            return round(left * job.audio_s * statistics.median(recent), 1)
+        if job.progress > 0:
+            return round((time.perf_counter() - job.started) * left / job.progress, 1)
+        return None
+
+    def recent_rtf(self, kind: JobKind = JobKind.TRANSCRIBE) -> float | None:
+        """The RTF the time estimates use for jobs of ``kind``; None before one has completed."""
+        with self._lock:
+            recent = self._rtfs[kind]
+            return statistics.median(recent) if recent else None
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
         """Block until the job has finished (or the timeout passes); returns its record."""
@@ -294,6 +350,10 @@ class Engine:
             queued = live in self._waiting
             if queued:
                 self._waiting.remove(live)
+            for worker in self._workers:
+                if worker.assigned is live:  # handed over, not yet taken: as good as queued
+                    worker.assigned, worker.job_id, worker.state = None, None, "idle"
+                    live.stage, queued = "queued", True
         if queued and self.store.cancel_if_queued(job_id):
             record = self.get(job_id)
             logger.info("%s", _job_log_line(record, "cancelled"))
@@ -305,12 +365,15 @@ class Engine:
         records = self.store.list(limit=limit, offset=offset, owner=owner)
         with self._lock:
             positions = {j.id: i + 1 for i, j in enumerate(self._waiting)}
-            live = dict(self._live)
-        return [
-            replace(r, stage=live[r.id].stage, progress=live[r.id].progress, queue_position=positions.get(r.id))
-            if r.id in live else r
-            for r in records
-        ]
+            return [self._listed(r, self._live.get(r.id), positions.get(r.id)) for r in records]
+
+    def _listed(self, record: JobRecord, live: _LiveJob | None, position: int | None) -> JobRecord:
+        """A history row as get() would give it. Called with the lock held."""
+        if live is None:
+            return record
+        if live.unsaved is not None:
+            return replace(live.unsaved, result=None)  # listings carry no result
+        return record if record.state.finished else self._live_view(record, live, position)
 
     def status(self) -> dict[str, Any]:
         from asr.models.loading import describe
@@ -334,12 +397,13 @@ class Engine:
 
     def _next(self, worker: _Worker) -> _LiveJob | None:
         with self._lock:
-            while not self._waiting and not self._stopping:
+            while worker.assigned is None and not self._waiting and not self._stopping:
                 self._lock.wait()
             if self._stopping:
-                return None
-            job = self._waiting.popleft()
-            worker.job_id, worker.state = job.id, "busy"
+                return None  # stop() has taken a job handed to this worker, with the queue
+            job = worker.assigned or self._waiting.popleft()
+            worker.assigned, worker.job_id, worker.state = None, job.id, "busy"
+            job.stage = "starting"
             return job
 
     def _work(self, worker: _Worker, pipeline: Runner) -> None:
@@ -359,18 +423,17 @@ class Engine:
             self._finish_unsaved_safe(job, JobState.FAILED, str(e), e.code)
             self._release(job)
             return
-        if job.cancel_requested or not started:
+        if not started:  # cancelled while it waited: the row says so already
             self._release(job)
             return
-        job.stage = "starting"
         self._emit(job.id)
 
         def progress(stage: str, fraction: float) -> None:
             if job.cancel_requested:
                 raise JobCancelledError("cancelled while running")
-            job.stage, job.progress = stage, fraction
+            job.stage, job.progress = stage, max(job.progress, fraction)
 
-        started = time.perf_counter()
+        started = job.started = time.perf_counter()
         fatal: BaseException | None = None
         outcome = "failed"
         try:
@@ -378,7 +441,10 @@ class Engine:
                 result: Transcript | VadResult = pipeline.detect_speech(job.path, progress=progress, name=job.filename)
             else:
                 result = pipeline.transcribe(job.path, job.options, progress=progress, name=job.filename)
+            if job.cancel_requested:  # asked after its last progress report (or the runner made none)
+                raise JobCancelledError("cancelled while running")
             self._finish_completed(job, result)
+            self._measured(job.kind, result)
             outcome = "completed"
         except JobCancelledError:
             self._finish_unsaved_safe(job, JobState.CANCELLED, "cancelled while running", "cancelled")
@@ -421,6 +487,12 @@ class Engine:
             job.unsaved = replace(record, state=JobState.COMPLETED, result=result, duration_s=result.duration_s,
                                   timings=result.timings, finished_at=time.time(),
                                   error=f"completed, but not saved to the history: {e}")
+
+    def _measured(self, kind: JobKind, result: Transcript | VadResult) -> None:
+        """Keep a completed job's RTF for the time estimates of the jobs after it."""
+        if result.duration_s > 0:
+            with self._lock:
+                self._rtfs[kind].append(result.timings.total_s / result.duration_s)
 
     def _finish_unsaved_safe(self, job: _LiveJob, state: JobState, error: str, code: str | None) -> None:
         try:

@@ -60,8 +60,13 @@ class JobRecord:
     owner: str | None = None
     # live, not stored:
     stage: str | None = None
+    """The furthest stage reached (asr.types.STAGES), or ``queued`` / ``starting``; names: asr.service.stages."""
     progress: float = 0.0
+    """The share of the job done, 0 to 1; it only grows."""
     queue_position: int | None = None
+    """1 for the next job to start, and so on; None unless the job waits behind others for a worker."""
+    eta_s: float | None = None
+    """Estimated seconds until the job is done (from the recent real-time factor); None when unknown."""
 
     @property
     def rtf(self) -> float | None:
