@@ -170,6 +170,13 @@ class SpeakersUnavailableError(RequestError):
     code = "speakers_unavailable"
 
 
+class EditError(RequestError):
+    """An edit of a transcript that cannot be applied: no such sentence or speaker, an empty or
+    over-long text, a control character, or a job with no transcript to edit."""
+
+    code = "bad_edit"
+
+
 class NotFoundError(AsrError):
     http_status = 404
     code = "not_found"

@@ -197,3 +197,225 @@ def test_a_job_cancelled_as_its_worker_takes_it_ends_cancelled(engine, speech_wa
     held.go.set()
     record = engine.wait(job.id, timeout=120)
     assert record.state is JobState.CANCELLED and engine.store.get(job.id).state is JobState.CANCELLED
+
+
+# ---- 2. edits saved with the job, the original kept ----------------------------------------------
+
+#: The jobs table as the first release made it, before edits were kept.
+OLD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    owner TEXT,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    options TEXT NOT NULL DEFAULT '{}',
+    duration_s REAL,
+    error TEXT,
+    error_code TEXT,
+    timings TEXT,
+    result TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+"""
+
+
+def small_transcript():
+    from asr.types import Sentence, SpeechSegment, TimedToken, Transcript
+
+    tokens = (TimedToken("今", 0, 200), TimedToken("天", 200, 400, "。"))
+    return Transcript(
+        text="今天。好的。", duration_s=2.0, segments=(SpeechSegment(0, 2000),),
+        sentences=(Sentence("今天。", 0, 400, tokens), Sentence("好的。", 1000, 1500,
+                                                                (TimedToken("好", 1000, 1200), TimedToken("的", 1200, 1500, "。")))),
+    )
+
+
+def test_a_database_of_the_old_schema_gains_the_edits_and_keeps_its_jobs(tmp_path):
+    import json
+    import sqlite3
+
+    from asr.service.jobs import JobStore
+
+    path = tmp_path / "jobs.sqlite3"
+    original = small_transcript()
+    with sqlite3.connect(path) as db:
+        db.executescript(OLD_SCHEMA)
+        db.execute("INSERT INTO jobs (id, kind, state, filename, created_at, finished_at, duration_s, result) "
+                   "VALUES ('old', 'transcribe', 'completed', 'old.wav', 1.0, 2.0, 2.0, ?)",
+                   (json.dumps({"type": "Transcript", "data": original.to_dict()}, ensure_ascii=False),))
+    store = JobStore(path)
+    try:
+        kept = store.get("old")
+        assert kept.result == original and kept.edited is None and not kept.is_edited
+        assert kept.current == original
+        changed = original.__class__(**{**original.__dict__, "text": "明天。好的。"})
+        store.save_edited("old", changed)
+    finally:
+        store.close()
+    reopened = JobStore(path)  # and a database that has the columns already opens as it is
+    try:
+        again = reopened.get("old")
+        assert again.edited == changed and again.is_edited and again.current == changed and again.result == original
+        assert reopened.list()[0].is_edited and reopened.list()[0].edited is None  # listings carry no transcripts
+    finally:
+        reopened.close()
+
+
+def test_apply_edits_changes_the_text_and_speakers_and_keeps_the_times():
+    from asr.core.sentences import join_words
+    from asr.service.edits import SentenceEdit, apply_edits
+
+    original = small_transcript()
+    edited = apply_edits(original, [SentenceEdit(0, "  明天见。 ", 0)], None, lambda i: f"Speaker {i + 1}")
+    first = edited.sentences[0]
+    assert first.text == "明天见。" and (first.start_ms, first.end_ms) == (0, 400) and first.speaker == 0
+    # the recognised characters' times do not fit new words: the edited sentence has its span only
+    assert first.tokens == () and edited.sentences[1] == original.sentences[1]
+    assert edited.text == join_words(["明天见。", "好的。"]) and edited.speakers == ("Speaker 1",)
+    named = apply_edits(edited, [SentenceEdit(1, speaker=1)], ["Alice", "Bob"], lambda i: f"Speaker {i + 1}")
+    assert named.speakers == ("Alice", "Bob") and [s.speaker for s in named.sentences] == [0, 1]
+    assert named.text == edited.text  # no text changed, none rebuilt
+    same = apply_edits(original, [SentenceEdit(1, "好的。")], None, str)
+    assert same.sentences[1].tokens == original.sentences[1].tokens  # unchanged text keeps its times
+
+
+BAD_EDITS = [
+    ({"sentences": [{"index": 99, "text": "x"}]}, "sentence 99 does not exist: the transcript's sentences are 0 to"),
+    ({"sentences": [{"index": -1, "text": "x"}]}, "sentence -1 does not exist"),
+    ({"sentences": [{"index": 0, "text": "   "}]}, "sentence 0: the text is empty"),
+    ({"sentences": [{"index": 0, "text": "x" * 2001}]}, "sentence 0: the text has 2001 characters, more than the 2000"),
+    ({"sentences": [{"index": 0, "text": "第一行\n第二行"}]}, "sentence 0: the text contains a control character (U+000A)"),
+    ({"sentences": [{"index": 0, "speaker": 5}]}, "sentence 0: speaker 5 does not exist"),
+    ({"sentences": [{"index": 0, "text": "a"}, {"index": 0, "text": "b"}]}, "sentence 0 is edited twice"),
+    ({"sentences": [{"index": 0, "speaker": 0}], "speakers": [""]}, "speaker 0: the name is empty"),
+    ({"sentences": [{"index": 0, "speaker": 0}], "speakers": ["n" * 41]}, "speaker 0: the name has 41 characters"),
+    ({"speakers": ["Alice"]}, "1 speaker names for 0 speakers"),
+    ({}, "the edit changes nothing"),
+]
+
+
+def _edits(body):
+    from asr.service.edits import SentenceEdit
+
+    return [SentenceEdit(e["index"], e.get("text"), e.get("speaker")) for e in body.get("sentences", [])]
+
+
+@pytest.fixture(scope="module")
+def api(settings, pipeline, tmp_path_factory):
+    """The HTTP API's routes (no UI) over real HTTP, on an engine with the real pipeline."""
+    import time
+
+    import uvicorn
+
+    from asr.service.api import create_api
+    from tests.test_api import free_port
+
+    s = make_settings(settings, tmp_path_factory.mktemp("api"), max_size=4)
+    engine = Engine(s, pipeline_factory=lambda _: pipeline)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_api(engine, s), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    engine.start()
+    yield engine, f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+    engine.stop()
+    engine.store.close()
+
+
+def finished_job(engine, speech_wav, name="talk.wav", **kwargs):
+    record = engine.wait(engine.submit(speech_wav, name, **kwargs).id, timeout=120)
+    assert record.state is JobState.COMPLETED
+    return record
+
+
+def test_edits_are_saved_with_the_job_and_exported_and_the_original_is_kept(api, speech_wav):
+    import httpx
+
+    from asr.core.writers import render
+
+    engine, url = api
+    job = finished_job(engine, speech_wav)
+    original = job.result
+    assert len(original.sentences) >= 2
+    response = httpx.patch(f"{url}/v1/jobs/{job.id}/transcript", json={
+        "sentences": [{"index": 0, "text": "大家好，会议开始。", "speaker": 0}, {"index": 1, "speaker": 1}],
+        "speakers": ["Alice", "Bob"],
+    })
+    assert response.status_code == 200, response.text
+    status = response.json()
+    assert status["edited"] is True and status["edited_at"] >= job.finished_at and status["id"] == job.id
+    # kept in the history: what a restarted service or a reopened job reads
+    stored = engine.store.get(job.id)
+    assert stored.result == original and stored.edited.sentences[0].text == "大家好，会议开始。"
+    assert stored.edited.speakers == ("Alice", "Bob") and stored.current == stored.edited
+    assert (stored.edited.sentences[0].start_ms, stored.edited.sentences[0].end_ms) == \
+        (original.sentences[0].start_ms, original.sentences[0].end_ms)
+    assert [r for r in engine.jobs() if r.id == job.id][0].is_edited
+    srt = httpx.get(f"{url}/v1/jobs/{job.id}/result", params={"format": "srt"}).text
+    assert "Alice: 大家好，会议开始。" in srt and "Bob: " in srt
+    assert srt == render(stored.edited, "srt", engine.settings.output).body.decode()
+    full = httpx.get(f"{url}/v1/jobs/{job.id}/result").json()
+    assert full["sentences"][0]["text"] == "大家好，会议开始。" and full["speakers"] == ["Alice", "Bob"]
+    first = httpx.get(f"{url}/v1/jobs/{job.id}/result", params={"format": "srt", "original": "true"}).text
+    assert first == render(original, "srt", engine.settings.output).body.decode() and "Alice" not in first
+    # later edits build on the earlier ones
+    engine.edit_transcript(job.id, [], ["Alice Chen"])
+    assert engine.get(job.id).current.speakers == ("Alice Chen", "Bob")
+    reverted = httpx.delete(f"{url}/v1/jobs/{job.id}/transcript/edits")
+    assert reverted.status_code == 200 and reverted.json()["edited"] is False
+    assert engine.get(job.id).current == original and engine.get(job.id).edited is None
+
+
+@pytest.fixture(scope="module")
+def untouched_job(api, speech_wav):
+    """One finished transcript for every bad edit: a refused edit changes nothing."""
+    return finished_job(api[0], speech_wav, "edits.wav")
+
+
+@pytest.mark.parametrize("body, message", BAD_EDITS)
+def test_a_bad_edit_gets_the_same_specific_message_from_the_engine_and_the_api(api, untouched_job, body, message):
+    import httpx
+
+    from asr.errors import EditError
+
+    engine, url = api
+    job = untouched_job
+    with pytest.raises(EditError) as raised:
+        engine.edit_transcript(job.id, _edits(body), body.get("speakers"))
+    assert message in str(raised.value)
+    response = httpx.patch(f"{url}/v1/jobs/{job.id}/transcript", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "bad_edit" and error["message"] == str(raised.value)
+    assert not engine.get(job.id).is_edited
+
+
+def test_only_a_finished_transcript_of_ones_own_can_be_edited(api, speech_wav):
+    import httpx
+
+    from asr.errors import EditError, JobNotFoundError
+
+    engine, url = api
+    vad = finished_job(engine, speech_wav, "segments.wav", kind=JobKind.VAD)
+    with pytest.raises(EditError, match="is a VAD job"):
+        engine.edit_transcript(vad.id, _edits({"sentences": [{"index": 0, "text": "x"}]}))
+    mine = finished_job(engine, speech_wav, "mine.wav", owner="alice")
+    with pytest.raises(JobNotFoundError, match=f"no job with id '{mine.id}'"):
+        engine.edit_transcript(mine.id, _edits({"sentences": [{"index": 0, "text": "x"}]}), owner="bob")
+    assert engine.edit_transcript(mine.id, _edits({"sentences": [{"index": 0, "text": "x"}]}), owner="alice").is_edited
+    missing = httpx.patch(f"{url}/v1/jobs/nope/transcript", json={"sentences": [{"index": 0, "text": "x"}]})
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "job_not_found"
+    malformed = httpx.patch(f"{url}/v1/jobs/{mine.id}/transcript", json={"sentences": [{"text": "no index"}]})
+    assert malformed.status_code == 422 and "index" in malformed.json()["error"]["message"]
+    too_big = httpx.patch(f"{url}/v1/jobs/{mine.id}/transcript", content=b"[" * (9 << 20),
+                          headers={"content-type": "application/json"})
+    assert too_big.status_code == 413

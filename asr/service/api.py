@@ -3,6 +3,8 @@
 * ``POST /v1/audio/transcriptions`` — OpenAI-compatible, waits for the result.
 * ``POST /v1/jobs``, ``GET /v1/jobs``, ``GET|DELETE /v1/jobs/{id}``, ``GET /v1/jobs/{id}/result`` —
   for hours-long files: submit, poll, fetch in any output format.
+* ``PATCH /v1/jobs/{id}/transcript``, ``DELETE /v1/jobs/{id}/transcript/edits`` — correct a finished
+  transcript (kept with the job, the original too), or go back to what was recognised.
 * ``GET /healthz`` (process up), ``GET /readyz`` (models loaded and warmed).
 * ``GET /metrics`` — Prometheus text format (asr.service.metrics); behind the logins when they are on.
 """
@@ -24,6 +26,7 @@ from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, Upl
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from asr.config import Settings
@@ -34,14 +37,15 @@ from asr.errors import (
     EngineNotReadyError,
     FileTooLargeError,
     JobNotCompletedError,
-    JobNotFoundError,
     LoginRequiredError,
     NotFoundError,
     RequestError,
+    RequestTooLargeError,
     StorageFullError,
     status_of,
     storage_error,
 )
+from asr.service.edits import SentenceEdit
 from asr.service.engine import Engine
 from asr.service.guards import LoginThrottle, envelope, error_headers
 from asr.service.jobs import JobKind, JobRecord, JobState
@@ -58,10 +62,55 @@ SPEAKERS_HELP = "label each sentence with its speaker (needs the vad+asr+punc+sp
 #: The model id OpenAI clients name (and list with GET /v1/models); one pinned model serves all.
 MODEL_ID = "paraformer-large"
 _COPY_CHUNK = 1 << 20
+#: Most an edit's JSON body may carry: every sentence of hours of speech, with room to spare. Read
+#: with this cap by the route itself: the upload guard caps only uploads, at the file size.
+MAX_EDIT_BYTES = 8 << 20
 #: Codes for the HTTP errors that FastAPI and Starlette raise themselves (routing, validation).
 _HTTP_CODES = {400: "invalid_request", 401: "login_required", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 409: "conflict", 413: "request_too_large", 415: "unsupported_media_type",
                422: "invalid_request", 429: "too_many_requests"}
+
+
+class SentenceEditBody(BaseModel):
+    index: int = Field(description="0-based position of the sentence")
+    text: str | None = Field(None, description="its new text; leave out to keep it")
+    speaker: int | None = Field(None, description="a speaker id, or the next one to add a speaker")
+
+
+class TranscriptEditBody(BaseModel):
+    sentences: list[SentenceEditBody] = Field(default_factory=list)
+    speakers: list[str] | None = Field(None, description="display names: the i-th renames speaker i")
+
+
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON schema with its nested models written in place, for a request body the
+    OpenAPI document describes without FastAPI parsing it (its refs would point nowhere)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve(schema)
+
+
+async def _json_body(request: Request, model: type[BaseModel], max_bytes: int) -> Any:
+    """The request's JSON body as ``model``, read up to ``max_bytes`` (413 past it, 422 if invalid)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise RequestTooLargeError(f"the request body is larger than the {max_bytes >> 20} MB allowed")
+    try:
+        return model.model_validate_json(bytes(body))
+    except ValidationError as e:
+        raise RequestValidationError(e.errors()) from None
 
 
 def error_response(error: AsrError, **extra: Any) -> JSONResponse:
@@ -144,6 +193,9 @@ def job_status(record: JobRecord) -> dict[str, Any]:
         "error": {"message": record.error, "code": record.error_code} if record.error else None,
         # what was asked for: ITN, hotwords, speakers (a transcription's checked options)
         "options": record.options if record.kind is JobKind.TRANSCRIBE else {},
+        # corrected by a user: the result routes give the edited version (the original on request)
+        "edited": record.is_edited,
+        "edited_at": record.edited_at,
     }
     if record.state is JobState.COMPLETED:
         formats = VAD_WRITERS if record.kind is JobKind.VAD else WRITERS  # listings carry no result
@@ -359,10 +411,7 @@ def create_api(engine: Engine, settings: Settings, throttle: LoginThrottle | Non
         return job_status(record)
 
     def owned(job_id: str, user: str | None) -> JobRecord:
-        record = engine.get(job_id)
-        if logins and record.owner != user:
-            raise JobNotFoundError(f"no job with id {job_id!r}")
-        return record
+        return engine.owned(job_id, user if logins else None)
 
     @router.get("/v1/jobs")
     async def list_jobs(user: User, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0):
@@ -378,12 +427,31 @@ def create_api(engine: Engine, settings: Settings, throttle: LoginThrottle | Non
         await in_pool(read_pool, owned, job_id, user)
         return job_status(await in_pool(read_pool, engine.cancel, job_id))
 
+    @router.patch("/v1/jobs/{job_id}/transcript", openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": _inline_schema(TranscriptEditBody)}}}})
+    async def edit_transcript(job_id: str, user: User, request: Request) -> dict[str, Any]:
+        """Correct a completed transcript: a sentence's text or speaker (the next id adds a speaker), the
+        speakers' names. Saved with the job; the result routes then give the edited version."""
+        body = await _json_body(request, TranscriptEditBody, MAX_EDIT_BYTES)
+        edits = [SentenceEdit(e.index, e.text, e.speaker) for e in body.sentences]
+        record = await in_pool(read_pool, engine.edit_transcript, job_id, edits, body.speakers,
+                               user if logins else None)
+        return job_status(record)
+
+    @router.delete("/v1/jobs/{job_id}/transcript/edits")
+    async def revert_transcript(job_id: str, user: User) -> dict[str, Any]:
+        """Drop the corrections: the job gives what was recognised again."""
+        return job_status(await in_pool(read_pool, engine.revert_transcript, job_id, user if logins else None))
+
     @router.get("/v1/jobs/{job_id}/result")
-    async def job_result(job_id: str, user: User, format: str = "json") -> Response:
+    async def job_result(job_id: str, user: User, format: str = "json", original: bool = False) -> Response:
+        """The result in ``format``: the edited version where the transcript was corrected, the one
+        recognised with ``original=true``."""
         record = await in_pool(read_pool, owned, job_id, user)
         if record.state is not JobState.COMPLETED:
             raise JobNotCompletedError(f"job {job_id} is {record.state.value}, not completed")
-        rendered = render(record.result, format.lower(), settings.output, Path(record.filename).stem or "result")
+        result = record.result if original else record.current
+        rendered = render(result, format.lower(), settings.output, Path(record.filename).stem or "result")
         fallback = rendered.filename.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
         return Response(rendered.body, media_type=rendered.media_type, headers={
             # the ASCII name for old clients, the user's own (RFC 6266) for the rest

@@ -18,7 +18,7 @@ import statistics
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -26,15 +26,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 from asr.config import Settings
 from asr.errors import (
     AsrError,
+    EditError,
     EngineBusyError,
     EngineNotReadyError,
     FatalDeviceError,
     JobAlreadyFinishedError,
     JobCancelledError,
+    JobNotCompletedError,
     JobNotFoundError,
     StorageFullError,
     StorageUnavailableError,
 )
+from asr.service.edits import SentenceEdit, apply_edits
 from asr.service.jobs import JobKind, JobRecord, JobState, JobStore
 from asr.types import ProgressCallback, TranscribeOptions, Transcript, VadResult
 
@@ -135,6 +138,7 @@ class Engine:
         self.load_seconds = 0.0
         self.warmup_seconds = 0.0
         self.listeners: list[Callable[[str, JobRecord], None]] = []
+        self._edit_lock = threading.Lock()
 
     # ---- life cycle ---------------------------------------------------------------------------
 
@@ -360,6 +364,56 @@ class Engine:
             self._emit(job_id, record)
             self._release(live)
         return self.get(job_id)
+
+    # ---- a finished job: edits ------------------------------------------------------------------
+
+    def owned(self, job_id: str, owner: str | None) -> JobRecord:
+        """The job, if ``owner`` may see it (None: anyone, as when logins are off); else JobNotFoundError,
+        the same answer as for a job that does not exist, so that ids of others' jobs are not confirmed."""
+        record = self.get(job_id)
+        if owner is not None and record.owner != owner:
+            raise JobNotFoundError(f"no job with id {job_id!r}")
+        return record
+
+    def edit_transcript(
+        self,
+        job_id: str,
+        sentences: Sequence[SentenceEdit] = (),
+        speaker_names: Sequence[str] | None = None,
+        owner: str | None = None,
+    ) -> JobRecord:
+        """Correct a completed transcript: sentences' texts or speakers, speakers' names.
+
+        The edits apply to the current version (earlier edits kept) and are saved with the job; the
+        recognised transcript stays as it was (``revert_transcript``). Raises EditError for a bad
+        edit, JobNotCompletedError for a job without a result."""
+        with self._edit_lock:  # read, change, write: two edits at once must not lose one
+            record = self._editable(job_id, owner)
+            edited = apply_edits(record.current, sentences, speaker_names, self._speaker_label)
+            self.store.save_edited(job_id, edited)
+        logger.info("job %s: transcript edited (%d sentence(s))", job_id, len(sentences))
+        return self.get(job_id)
+
+    def revert_transcript(self, job_id: str, owner: str | None = None) -> JobRecord:
+        """Drop a transcript's edits: the job shows and exports what was recognised again."""
+        with self._edit_lock:
+            record = self._editable(job_id, owner)
+            if record.is_edited:
+                self.store.save_edited(job_id, None)
+        return self.get(job_id)
+
+    def _editable(self, job_id: str, owner: str | None) -> JobRecord:
+        record = self.owned(job_id, owner)
+        if record.kind is JobKind.VAD:
+            raise EditError(f"job {job_id} is a VAD job: it has speech segments, no transcript to edit")
+        if record.state is not JobState.COMPLETED or not isinstance(record.result, Transcript):
+            raise JobNotCompletedError(f"job {job_id} is {record.state.value}, not completed")
+        return record
+
+    def _speaker_label(self, index: int) -> str:
+        return self.settings.speakers.label.format(n=index + 1)
+
+    # ---- the history ------------------------------------------------------------------------------
 
     def jobs(self, limit: int = 50, offset: int = 0, owner: str | None = None) -> list[JobRecord]:
         records = self.store.list(limit=limit, offset=offset, owner=owner)

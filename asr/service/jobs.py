@@ -58,6 +58,10 @@ class JobRecord:
     result: Transcript | VadResult | None = None
     timings: StageTimings | None = None
     owner: str | None = None
+    edited: Transcript | None = None
+    """The user's corrected version of ``result`` (which is kept as recognised); None if never edited."""
+    edited_at: float | None = None
+    """When the corrections were last saved (listings carry this, not ``edited`` itself)."""
     # live, not stored:
     stage: str | None = None
     """The furthest stage reached (asr.types.STAGES), or ``queued`` / ``starting``; names: asr.service.stages."""
@@ -67,6 +71,15 @@ class JobRecord:
     """1 for the next job to start, and so on; None unless the job waits behind others for a worker."""
     eta_s: float | None = None
     """Estimated seconds until the job is done (from the recent real-time factor); None when unknown."""
+
+    @property
+    def is_edited(self) -> bool:
+        return self.edited_at is not None
+
+    @property
+    def current(self) -> Transcript | VadResult | None:
+        """The version to show and export: the edited transcript if there is one, else the result."""
+        return self.edited if self.edited is not None else self.result
 
     @property
     def rtf(self) -> float | None:
@@ -95,6 +108,24 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 """
+#: Columns added since the first schema, each by ALTER TABLE where it is missing: a database made
+#: by an older release gains them when it is opened, with its jobs as they were.
+_ADDED_COLUMNS = (
+    ("edited", "TEXT"),  # the user's corrected transcript, as `result` holds the recognised one
+    ("edited_at", "REAL"),
+)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    present = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    for name, declaration in _ADDED_COLUMNS:
+        if name not in present:
+            try:
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
+            except sqlite3.OperationalError as e:
+                if "duplicate column" not in str(e):  # another process added it first: fine
+                    raise
+            logger.info("job history: added the column %s", name)
 
 
 def _is_disk_full(error: sqlite3.Error) -> bool:
@@ -116,6 +147,7 @@ class JobStore:
                 # FULL: a commit survives power loss, not just a crash of this process.
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.executescript(_SCHEMA)
+                _migrate(self._db)
             # The file this connection writes: if the path later names another file (or none),
             # every write would go into the void, so check() compares against this.
             identity = os.stat(path)
@@ -193,12 +225,22 @@ class JobStore:
         ) == 1
 
     def complete(self, job_id: str, result: Transcript | VadResult) -> None:
-        payload = json.dumps({"type": type(result).__name__, "data": result.to_dict()}, ensure_ascii=False)
+        payload = _payload(result)
         self._write(
             "UPDATE jobs SET state = ?, finished_at = ?, duration_s = ?, timings = ?, result = ? WHERE id = ?",
             (JobState.COMPLETED.value, time.time(), result.duration_s, json.dumps(asdict(result.timings)), payload,
              job_id),
         )
+
+    def save_edited(self, job_id: str, edited: Transcript | None) -> None:
+        """Keep the user's corrected transcript of a completed job (None: back to the original)."""
+        payload = None if edited is None else _payload(edited)
+        changed = self._write(
+            "UPDATE jobs SET edited = ?, edited_at = ? WHERE id = ? AND state = ?",
+            (payload, None if edited is None else time.time(), job_id, JobState.COMPLETED.value),
+        )
+        if changed != 1:  # deleted or pruned meanwhile
+            raise JobNotFoundError(f"no job with id {job_id!r} (it may have expired from the history)")
 
     def fail(self, job_id: str, state: JobState, error: str, code: str | None) -> None:
         self._write(
@@ -248,7 +290,7 @@ class JobStore:
 
     def list(self, limit: int = 100, offset: int = 0, owner: str | None = None, with_results: bool = False) -> list[JobRecord]:
         columns = "*" if with_results else "id, kind, state, filename, owner, created_at, started_at, finished_at, " \
-            "options, duration_s, error, error_code, timings, NULL AS result"
+            "options, duration_s, error, error_code, timings, NULL AS result, NULL AS edited, edited_at"
         where, params = ("WHERE owner IS ?", (owner,)) if owner is not None else ("", ())
         with self._lock:
             rows = self._db.execute(
@@ -266,12 +308,20 @@ class JobStore:
             return self._db.execute("PRAGMA integrity_check").fetchone()[0]
 
 
+def _payload(result: Transcript | VadResult) -> str:
+    return json.dumps({"type": type(result).__name__, "data": result.to_dict()}, ensure_ascii=False)
+
+
+def _parsed(text: str | None) -> Transcript | VadResult | None:
+    if not text:
+        return None
+    payload = json.loads(text)
+    cls = VadResult if payload["type"] == "VadResult" else Transcript
+    return cls.from_dict(payload["data"])
+
+
 def _record(row: sqlite3.Row) -> JobRecord:
-    result: Transcript | VadResult | None = None
-    if row["result"]:
-        payload = json.loads(row["result"])
-        cls = VadResult if payload["type"] == "VadResult" else Transcript
-        result = cls.from_dict(payload["data"])
+    edited = _parsed(row["edited"])
     return JobRecord(
         id=row["id"],
         kind=JobKind(row["kind"]),
@@ -286,6 +336,8 @@ def _record(row: sqlite3.Row) -> JobRecord:
         error=row["error"],
         error_code=row["error_code"],
         timings=StageTimings(**json.loads(row["timings"])) if row["timings"] else None,
-        result=result,
+        result=_parsed(row["result"]),
+        edited=edited if isinstance(edited, Transcript) else None,
+        edited_at=row["edited_at"],
         progress=1.0 if row["state"] == JobState.COMPLETED.value else 0.0,
     )
