@@ -129,6 +129,13 @@ class JobNotCompletedError(AsrError):
     code = "not_completed"
 
 
+class JobActiveError(AsrError):
+    """A job still waiting or running cannot be deleted: it is cancelled first."""
+
+    http_status = 409
+    code = "job_active"
+
+
 class JobAlreadyFinishedError(AsrError):
     """A finished job cannot be cancelled (its result, if any, stays available)."""
 

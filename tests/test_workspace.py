@@ -419,3 +419,96 @@ def test_only_a_finished_transcript_of_ones_own_can_be_edited(api, speech_wav):
     too_big = httpx.patch(f"{url}/v1/jobs/{mine.id}/transcript", content=b"[" * (9 << 20),
                           headers={"content-type": "application/json"})
     assert too_big.status_code == 413
+
+
+# ---- 3. history: search, delete, job type ----------------------------------------------------------
+
+
+def test_the_history_is_searched_by_file_name_or_current_text_literally(api, speech_wav):
+    import httpx
+
+    engine, url = api
+    meeting = finished_job(engine, speech_wav, "Weekly_MEETING 100%.wav")
+    other = finished_job(engine, speech_wav, "Weekly-meeting 1000.wav")
+    segments = finished_job(engine, speech_wav, "weekly_meeting segments.wav", kind=JobKind.VAD)
+
+    def found(query, **kwargs):
+        return {r.id for r in engine.jobs(limit=500, query=query, **kwargs)}
+
+    assert found("weekly_meeting") == {meeting.id, segments.id}  # case-insensitive; "_" is no wildcard
+    assert found("100%") == {meeting.id}  # nor is "%"
+    assert {meeting.id, other.id} <= found("WEEKLY") and found("  ") >= {meeting.id, other.id, segments.id}
+    # the text searched is the current one: an edit's words find the job, the words it replaced do not
+    replaced = meeting.result.sentences[0].text
+    engine.edit_transcript(meeting.id, _edits({"sentences": [{"index": 0, "text": "预算审批第三季度"}]}))
+    assert found("预算审批") == {meeting.id}
+    current = engine.get(meeting.id).current.text
+    assert (meeting.id in found(replaced)) == (replaced.lower() in current.lower())
+    assert other.id in found(replaced)  # the same words, not edited
+    listed = httpx.get(f"{url}/v1/jobs", params={"q": "预算审批"}).json()["data"]
+    assert [j["id"] for j in listed] == [meeting.id] and listed[0]["edited"] is True
+    from asr.service.stages import kind_name
+
+    assert listed[0]["kind"] == "transcribe" and kind_name("vad", "zh") == "语音检测"
+    too_long = httpx.get(f"{url}/v1/jobs", params={"q": "x" * 201})
+    assert too_long.status_code == 400 and "more than the 200" in too_long.json()["error"]["message"]
+
+
+def test_a_finished_job_is_deleted_with_its_files_and_an_active_one_is_refused(api, speech_wav, tmp_path, monkeypatch):
+    import httpx
+
+    from asr.errors import JobNotFoundError
+
+    engine, url = api
+    downloads = tmp_path / "results"
+    monkeypatch.setattr(engine, "result_dirs", [downloads])
+    done, kept = finished_job(engine, speech_wav, "delete-me.wav"), finished_job(engine, speech_wav, "keep-me.wav")
+    for job in (done, kept):
+        (downloads / job.id).mkdir(parents=True)
+        (downloads / job.id / "talk.srt").write_text("1\n", encoding="utf-8")
+    # a plain DELETE still only cancels, as clients expect
+    plain = httpx.delete(f"{url}/v1/jobs/{done.id}")
+    assert plain.status_code == 409 and plain.json()["error"]["code"] == "already_finished"
+    response = httpx.delete(f"{url}/v1/jobs/{done.id}", params={"purge": "true"})
+    assert response.status_code == 200 and response.json() == {"id": done.id, "object": "asr.job.deleted",
+                                                                "deleted": True}
+    with pytest.raises(JobNotFoundError):
+        engine.get(done.id)
+    assert not (downloads / done.id).exists() and (downloads / kept.id / "talk.srt").exists()
+    assert httpx.delete(f"{url}/v1/jobs/{done.id}", params={"purge": "true"}).status_code == 404
+    assert done.id not in {r.id for r in engine.jobs(limit=500)}
+    with pytest.raises(JobNotFoundError):
+        engine.delete_job(kept.id, owner="someone-else")
+    # an active job: cancel first
+    held = HeldStart(engine, monkeypatch)
+    active = engine.submit(speech_wav, "still-running.wav")
+    assert held.taken.wait(60)
+    try:
+        from asr.errors import JobActiveError
+
+        with pytest.raises(JobActiveError, match="cancel it first"):
+            engine.delete_job(active.id)
+        refused = httpx.delete(f"{url}/v1/jobs/{active.id}", params={"purge": "true"})
+        assert refused.status_code == 409 and refused.json()["error"]["code"] == "job_active"
+    finally:
+        held.go.set()
+    assert engine.wait(active.id, timeout=120).state is JobState.COMPLETED
+    engine.delete_job(active.id)
+
+
+def test_the_server_tells_the_engine_where_the_ui_keeps_a_jobs_downloads(settings, tmp_path):
+    import gradio as gr
+
+    from asr.service.server import create_app
+
+    s = make_settings(settings, tmp_path)
+    engine = Engine(s)
+    seen = []
+
+    def ui(engine, settings, registry):
+        seen.append(registry)
+        return gr.Blocks()
+
+    create_app(s, ui, engine)
+    assert engine.result_dirs == [seen[0].results_dir]
+    engine.store.close()

@@ -3,6 +3,8 @@
 * ``POST /v1/audio/transcriptions`` — OpenAI-compatible, waits for the result.
 * ``POST /v1/jobs``, ``GET /v1/jobs``, ``GET|DELETE /v1/jobs/{id}``, ``GET /v1/jobs/{id}/result`` —
   for hours-long files: submit, poll, fetch in any output format.
+* ``GET /v1/jobs?q=...`` searches the history by file name or text; ``DELETE /v1/jobs/{id}?purge=true``
+  deletes a finished job with its files (a plain ``DELETE`` cancels).
 * ``PATCH /v1/jobs/{id}/transcript``, ``DELETE /v1/jobs/{id}/transcript/edits`` — correct a finished
   transcript (kept with the job, the original too), or go back to what was recognised.
 * ``GET /healthz`` (process up), ``GET /readyz`` (models loaded and warmed).
@@ -414,8 +416,14 @@ def create_api(engine: Engine, settings: Settings, throttle: LoginThrottle | Non
         return engine.owned(job_id, user if logins else None)
 
     @router.get("/v1/jobs")
-    async def list_jobs(user: User, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0):
-        records = await in_pool(read_pool, engine.jobs, limit, offset, user if logins else None)
+    async def list_jobs(
+        user: User,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        q: Annotated[str | None, Query(description="only jobs whose file name or text contains this")] = None,
+    ):
+        """The history, newest first; with ``q``, the jobs whose file name or text (as edited) contains it."""
+        records = await in_pool(read_pool, engine.jobs, limit, offset, user if logins else None, q)
         return {"object": "list", "data": [job_status(r) for r in records]}
 
     @router.get("/v1/jobs/{job_id}")
@@ -423,7 +431,13 @@ def create_api(engine: Engine, settings: Settings, throttle: LoginThrottle | Non
         return job_status(await in_pool(read_pool, owned, job_id, user))
 
     @router.delete("/v1/jobs/{job_id}")
-    async def cancel_job(job_id: str, user: User) -> dict[str, Any]:
+    async def cancel_job(job_id: str, user: User, purge: bool = False) -> dict[str, Any]:
+        """Cancel a waiting or running job (409 ``already_finished`` once it has finished). With
+        ``purge=true``, delete a finished job from the history with its files instead (409 ``job_active``
+        while it still waits or runs: cancel it first)."""
+        if purge:
+            await in_pool(read_pool, engine.delete_job, job_id, user if logins else None)
+            return {"id": job_id, "object": "asr.job.deleted", "deleted": True}
         await in_pool(read_pool, owned, job_id, user)
         return job_status(await in_pool(read_pool, engine.cancel, job_id))
 

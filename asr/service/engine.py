@@ -30,10 +30,12 @@ from asr.errors import (
     EngineBusyError,
     EngineNotReadyError,
     FatalDeviceError,
+    JobActiveError,
     JobAlreadyFinishedError,
     JobCancelledError,
     JobNotCompletedError,
     JobNotFoundError,
+    RequestError,
     StorageFullError,
     StorageUnavailableError,
 )
@@ -48,6 +50,9 @@ logger = logging.getLogger(__name__)
 
 DB_NAME = "jobs.sqlite3"
 _SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+#: Longest text the history is searched for (a file name or a phrase, not a document).
+MAX_QUERY_CHARS = 200
 #: Completed jobs whose real-time factor the time estimates use (their median, per kind): a few,
 #: so that one odd job (a cold cache, a file of silence) does not swing them.
 RTF_WINDOW = 5
@@ -139,6 +144,9 @@ class Engine:
         self.warmup_seconds = 0.0
         self.listeners: list[Callable[[str, JobRecord], None]] = []
         self._edit_lock = threading.Lock()
+        #: Folders with a ``<job id>/`` of files made from a job's result (the UI's downloads: the
+        #: server adds its folder); deleting the job deletes them too.
+        self.result_dirs: list[Path] = []
 
     # ---- life cycle ---------------------------------------------------------------------------
 
@@ -415,11 +423,36 @@ class Engine:
 
     # ---- the history ------------------------------------------------------------------------------
 
-    def jobs(self, limit: int = 50, offset: int = 0, owner: str | None = None) -> list[JobRecord]:
-        records = self.store.list(limit=limit, offset=offset, owner=owner)
+    def jobs(
+        self, limit: int = 50, offset: int = 0, owner: str | None = None, query: str | None = None
+    ) -> list[JobRecord]:
+        """The history, newest first: ``owner``'s jobs when given, with ``query`` those whose file name
+        or text (as edited) contains it, ignoring case."""
+        query = (query or "").strip()
+        if len(query) > MAX_QUERY_CHARS:
+            raise RequestError(f"the search text has {len(query)} characters, more than the {MAX_QUERY_CHARS} allowed")
+        records = self.store.list(limit=limit, offset=offset, owner=owner, query=query or None)
         with self._lock:
             positions = {j.id: i + 1 for i, j in enumerate(self._waiting)}
             return [self._listed(r, self._live.get(r.id), positions.get(r.id)) for r in records]
+
+    def delete_job(self, job_id: str, owner: str | None = None) -> None:
+        """Remove a finished job from the history, with the files made from its result.
+
+        A job still waiting or running is refused (JobActiveError): cancel it first, so that a
+        worker never finishes into a row that is gone."""
+        record = self.owned(job_id, owner)
+        if not record.state.finished:
+            raise JobActiveError(f"job {job_id} is {record.state.value}: cancel it first, then delete it")
+        self.store.delete(job_id)
+        with self._lock:
+            live = self._live.get(job_id)
+            if live is not None and live.unsaved is not None:  # finished, kept in memory: its row was not saved
+                del self._live[job_id]
+        if _JOB_ID.match(job_id):  # ids are ours, but a path is built from it: never a "../"
+            for directory in self.result_dirs:
+                shutil.rmtree(directory / job_id, ignore_errors=True)
+        logger.info("job %s deleted: %s", job_id, record.filename)
 
     def _listed(self, record: JobRecord, live: _LiveJob | None, position: int | None) -> JobRecord:
         """A history row as get() would give it. Called with the lock held."""

@@ -248,6 +248,10 @@ class JobStore:
             (state.value, time.time(), error, code, job_id),
         )
 
+    def delete(self, job_id: str) -> bool:
+        """Remove a job's row (the caller has checked that it has finished); False if there was none."""
+        return self._write("DELETE FROM jobs WHERE id = ?", (job_id,)) == 1
+
     def cancel_if_queued(self, job_id: str) -> bool:
         return self._write(
             "UPDATE jobs SET state = ?, finished_at = ?, error = ? WHERE id = ? AND state = ?",
@@ -288,10 +292,29 @@ class JobStore:
             raise JobNotFoundError(f"no job with id {job_id!r} (it may have expired from the history)")
         return _record(row)
 
-    def list(self, limit: int = 100, offset: int = 0, owner: str | None = None, with_results: bool = False) -> list[JobRecord]:
+    def list(
+        self,
+        limit: int = 100,
+        offset: int = 0,
+        owner: str | None = None,
+        with_results: bool = False,
+        query: str | None = None,
+    ) -> list[JobRecord]:
+        """Jobs, newest first; ``owner``'s only when given; with ``query``, those whose file name or
+        text (the edited version where there is one) contains it, ignoring case (ASCII letters:
+        SQLite's LIKE folds no other)."""
         columns = "*" if with_results else "id, kind, state, filename, owner, created_at, started_at, finished_at, " \
             "options, duration_s, error, error_code, timings, NULL AS result, NULL AS edited, edited_at"
-        where, params = ("WHERE owner IS ?", (owner,)) if owner is not None else ("", ())
+        conditions, params = [], []
+        if owner is not None:
+            conditions.append("owner IS ?")
+            params.append(owner)
+        if query:
+            pattern = f"%{_like_escaped(query)}%"
+            conditions.append("(filename LIKE ? ESCAPE '\\' OR "
+                              "json_extract(COALESCE(edited, result), '$.data.text') LIKE ? ESCAPE '\\')")
+            params += [pattern, pattern]
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {columns} FROM jobs {where} ORDER BY created_at DESC LIMIT ? OFFSET ?", (*params, limit, offset)
@@ -306,6 +329,11 @@ class JobStore:
     def integrity_check(self) -> str:
         with self._lock:
             return self._db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _like_escaped(text: str) -> str:
+    """``text`` matched literally by LIKE ... ESCAPE '\\': its own % and _ are not wildcards."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _payload(result: Transcript | VadResult) -> str:

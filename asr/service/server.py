@@ -101,6 +101,7 @@ def create_app(settings: Settings, ui: UiFactory, engine: Engine | None = None):
     server = settings.server
     throttle = LoginThrottle(server.login_max_failures, server.login_max_wait_s)
     registry = UploadRegistry(cache / "gradio", results_dir(), settings.storage.ui_upload_ttl_s)
+    engine.result_dirs.append(registry.results_dir)  # the UI's downloads of a job go when it is deleted
     registry.start_sweeper(threading.Event())
     api = create_api(engine, settings, throttle)
     max_file = int(settings.audio.max_file_mb * 1024 * 1024)

@@ -1,4 +1,4 @@
-"""What a job's stage is called, in English and in Chinese: one table for the UI and the API.
+"""What a job's stage and kind are called, in English and in Chinese: one table for the UI and the API.
 
 A job's ``stage`` is an id: ``queued`` and ``starting`` (the engine's), then the pipeline's
 (``asr.types.STAGES``, the furthest one reached). Users see the words below, never the ids.
@@ -31,6 +31,19 @@ def stage_name(stage: str | None, language: Language = "en") -> str:
     names = STAGE_NAMES.get(stage)
     if names is None:
         return stage
+    return names[1] if language == "zh" else names[0]
+
+
+#: job kind -> (English, Chinese): what the History says a job is
+KIND_NAMES: dict[str, tuple[str, str]] = {
+    "transcribe": ("transcript", "转写"),
+    "vad": ("speech segments (VAD)", "语音检测"),
+}
+
+
+def kind_name(kind: str, language: Language = "en") -> str:
+    """The words for a job kind (``JobKind.value``) in ``language``."""
+    names = KIND_NAMES.get(kind, (kind, kind))
     return names[1] if language == "zh" else names[0]
 
 
