@@ -512,3 +512,57 @@ def test_the_server_tells_the_engine_where_the_ui_keeps_a_jobs_downloads(setting
     create_app(s, ui, engine)
     assert engine.result_dirs == [seen[0].results_dir]
     engine.store.close()
+
+
+# ---- 4. one ZIP of every output ---------------------------------------------------------------------
+
+
+def test_one_zip_holds_every_result_in_every_format_under_unique_safe_names(settings):
+    import io
+    import zipfile
+
+    from asr.core.writers import render, render_zip
+    from asr.errors import RequestError
+    from asr.types import SpeechSegment, VadResult
+
+    transcript = small_transcript()
+    segments = VadResult(segments=(SpeechSegment(0, 400),), duration_s=2.0)
+    rendered = render_zip(
+        [("audio", transcript), ("audio", transcript), ("AUDIO", transcript), ("../../etc/会议\x00记录", transcript),
+         ("audio", segments), (".hidden", transcript)],
+        ["srt", "txt", "csv"], settings.output, name="batch",
+    )
+    assert rendered.media_type == "application/zip" and rendered.filename == "batch.zip"
+    archive = zipfile.ZipFile(io.BytesIO(rendered.body))
+    assert archive.testzip() is None
+    names = archive.namelist()
+    assert names == [
+        "audio.srt", "audio.txt", "audio (2).srt", "audio (2).txt", "AUDIO (3).srt", "AUDIO (3).txt",
+        "_.._etc_会议_记录.srt", "_.._etc_会议_记录.txt",
+        "audio.vad.txt", "audio.vad.csv",  # a VAD table has txt and csv, no srt: a name of its own
+        "hidden.srt", "hidden.txt",
+    ]
+    assert len({n.casefold() for n in names}) == len(names) and not any("/" in n or "\\" in n for n in names)
+    assert archive.read("audio (2).srt") == render(transcript, "srt", settings.output).body
+    assert archive.read("audio.vad.csv") == render(segments, "csv", settings.output).body
+    every = zipfile.ZipFile(io.BytesIO(render_zip([("a", transcript)], None, settings.output).body)).namelist()
+    assert every == ["a.txt", "a.srt", "a.vtt", "a.json", "a.tsv"]
+    with pytest.raises(RequestError, match="unknown format docx"):
+        render_zip([("a", transcript)], ["docx"], settings.output)
+
+
+def test_a_jobs_result_as_one_zip_from_the_api(api, speech_wav):
+    import io
+    import zipfile
+
+    import httpx
+
+    engine, url = api
+    job = finished_job(engine, speech_wav, "会议 01.wav")
+    engine.edit_transcript(job.id, _edits({"sentences": [{"index": 0, "text": "改过的第一句。"}]}))
+    response = httpx.get(f"{url}/v1/jobs/{job.id}/result", params={"format": "zip"})
+    assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
+    assert "filename*=UTF-8''%E4%BC%9A%E8%AE%AE%2001.zip" in response.headers["content-disposition"]
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    assert sorted(archive.namelist()) == sorted(f"会议 01.{f}" for f in ("txt", "srt", "vtt", "json", "tsv"))
+    assert "改过的第一句。" in archive.read("会议 01.srt").decode()  # the edited version

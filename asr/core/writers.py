@@ -1,6 +1,7 @@
 """Output formats: ``render(result, fmt, output, stem)`` gives the bytes, the media type and the file
 name of a result (a transcript or a VAD table) in one format, for every caller (CLI, API, UI,
 batch). Behind it, a registry per kind: ``WRITERS[name]`` and ``VAD_WRITERS[name]``.
+``render_zip`` puts several results, each in several formats, into one ZIP.
 
 Subtitle cues are sentence-level, in the audio's own timeline, monotonic, non-overlapping,
 never empty and never longer than ``OutputConfig.max_cue_ms`` / ``max_cue_chars``: a long
@@ -13,6 +14,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
+import unicodedata
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, TextIO
@@ -311,3 +315,66 @@ def render(result: Transcript | VadResult, fmt: str, output: OutputConfig, stem:
         writer.write(result, buffer, output)
     return Rendered(buffer.getvalue().encode("utf-8"), writer.media_type,
                     output_name(stem, writer.extension, isinstance(result, VadResult)))
+
+
+# ---- many results in one file ----------------------------------------------------------------------
+
+#: Characters a file name may not hold on some system that will unpack the ZIP (Windows' list, and
+#: the separators of every system): each becomes "_".
+_UNSAFE_NAME_CHARS = frozenset('<>:"/\\|?*')
+_MAX_STEM_CHARS = 100
+
+
+def safe_stem(stem: str) -> str:
+    """``stem`` as a file name any system unpacks as one plain file: no folders, no control or
+    reserved characters, no leading dot, bounded length; "result" when nothing is left."""
+    cleaned = "".join(
+        "_" if ch in _UNSAFE_NAME_CHARS or unicodedata.category(ch)[0] == "C" else ch for ch in stem
+    )
+    cleaned = cleaned.strip().lstrip(".").strip()[:_MAX_STEM_CHARS].rstrip(". ")
+    return cleaned or "result"
+
+
+def render_zip(
+    results: Sequence[tuple[str, Transcript | VadResult]],
+    formats: Sequence[str] | None,
+    output: OutputConfig,
+    name: str = "results",
+) -> Rendered:
+    """One ZIP of ``results`` (each a (stem, result) pair), each in every one of ``formats`` its kind
+    has (None: all of them). Entry names are ``render``'s, from a safe stem; two results with the
+    same stem (two recordings both called audio.wav) get ``audio.srt`` and ``audio (2).srt``, compared
+    ignoring case, as a case-insensitive file system would. Raises RequestError for a format no kind has.
+
+    The standard library's zipfile is enough: it deflates (zlib) and marks non-ASCII names as UTF-8,
+    so Chinese file names unpack as they are on every current system; a dependency would add nothing."""
+    known = set(WRITERS) | set(VAD_WRITERS)
+    unknown = [f for f in formats or () if f not in known]
+    if unknown:
+        raise RequestError(f"unknown format {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
+    used: set[str] = set()
+    buffer = io.BytesIO()
+    stamp = time.localtime()[:6]
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for stem, result in results:
+            chosen = [f for f in (formats or formats_for(result)) if f in formats_for(result)]
+            entries = _unique_entries(safe_stem(stem), result, chosen, output, used)
+            for entry in entries:
+                archive.writestr(zipfile.ZipInfo(entry.filename, stamp), entry.body, zipfile.ZIP_DEFLATED)
+    return Rendered(buffer.getvalue(), "application/zip", f"{safe_stem(name)}.zip")
+
+
+def _unique_entries(
+    stem: str, result: Transcript | VadResult, formats: Sequence[str], output: OutputConfig, used: set[str]
+) -> list[Rendered]:
+    """``result`` in ``formats`` under the first of ``stem``, ``stem (2)``, ... whose names are all
+    unused; marks them used. One result's files keep one stem."""
+    vad = isinstance(result, VadResult)
+    registry = formats_for(result)
+    candidate, n = stem, 1
+    while {output_name(candidate, registry[f].extension, vad).casefold() for f in formats} & used:
+        n += 1
+        candidate = f"{stem} ({n})"
+    entries = [render(result, fmt, output, candidate) for fmt in formats]
+    used |= {e.filename.casefold() for e in entries}
+    return entries

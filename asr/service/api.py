@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from asr.config import Settings
 from asr.core.options import build_options, hotwords_available
-from asr.core.writers import VAD_WRITERS, WRITERS, render
+from asr.core.writers import VAD_WRITERS, WRITERS, render, render_zip
 from asr.errors import (
     AsrError,
     EngineNotReadyError,
@@ -459,13 +459,17 @@ def create_api(engine: Engine, settings: Settings, throttle: LoginThrottle | Non
 
     @router.get("/v1/jobs/{job_id}/result")
     async def job_result(job_id: str, user: User, format: str = "json", original: bool = False) -> Response:
-        """The result in ``format``: the edited version where the transcript was corrected, the one
-        recognised with ``original=true``."""
+        """The result in ``format`` (``zip``: every format of its kind in one file): the edited version
+        where the transcript was corrected, the one recognised with ``original=true``."""
         record = await in_pool(read_pool, owned, job_id, user)
         if record.state is not JobState.COMPLETED:
             raise JobNotCompletedError(f"job {job_id} is {record.state.value}, not completed")
         result = record.result if original else record.current
-        rendered = render(result, format.lower(), settings.output, Path(record.filename).stem or "result")
+        stem = Path(record.filename).stem or "result"
+        if format.lower() == "zip":
+            rendered = render_zip([(stem, result)], None, settings.output, stem)
+        else:
+            rendered = render(result, format.lower(), settings.output, stem)
         fallback = rendered.filename.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
         return Response(rendered.body, media_type=rendered.media_type, headers={
             # the ASCII name for old clients, the user's own (RFC 6266) for the rest
