@@ -566,3 +566,41 @@ def test_a_jobs_result_as_one_zip_from_the_api(api, speech_wav):
     archive = zipfile.ZipFile(io.BytesIO(response.content))
     assert sorted(archive.namelist()) == sorted(f"会议 01.{f}" for f in ("txt", "srt", "vtt", "json", "tsv"))
     assert "改过的第一句。" in archive.read("会议 01.srt").decode()  # the edited version
+
+
+# ---- 5. system facts ---------------------------------------------------------------------------------
+
+
+def test_the_status_has_the_facts_of_the_service_and_its_machine(api, speech_wav, settings, tmp_path):
+    import importlib.metadata
+    import os
+
+    import httpx
+
+    engine, url = api
+    status = engine.status()
+    assert status["version"] == importlib.metadata.version("asr-service")
+    assert status["uptime_s"] >= 0 and status["logins_on"] is False
+    counts = engine.store.counts()
+    assert status["jobs_completed"] == counts.get("completed", 0) and status["jobs_failed"] == counts.get("failed", 0)
+    assert status["jobs_by_state"]["completed"] == status["jobs_completed"]
+    finished_job(engine, speech_wav, "one-more.wav")
+    assert engine.status()["jobs_completed"] == status["jobs_completed"] + 1
+    cpu = status["cpu"]
+    assert cpu["count"] == os.cpu_count() and 1 <= cpu["usable"] <= cpu["count"] and len(cpu["load"]) == 3
+    assert cpu["process_percent"] >= 0 and cpu["process_seconds"] > 0
+    memory = status["memory"]
+    assert 0 < memory["available_bytes"] <= memory["total_bytes"]
+    assert 0 < memory["process_rss_bytes"] < memory["total_bytes"]
+    assert status["gpu"] is None  # on CPU
+    for place in ("state_dir", "cache_dir"):
+        assert 0 <= status["disk"][place]["free_bytes"] <= status["disk"][place]["total_bytes"]
+    served = httpx.get(f"{url}/v1/system").json()
+    assert served["version"] == status["version"] and served["models"] == status["models"]
+    assert set(served) >= {"uptime_s", "jobs_completed", "jobs_failed", "cpu", "memory", "gpu", "disk", "logins_on"}
+    with_logins = Engine(make_settings(settings, tmp_path).model_copy(update={
+        "server": settings.server.model_copy(update={"auth": ["alice:secret"]})}))
+    try:
+        assert with_logins.status()["logins_on"] is True
+    finally:
+        with_logins.store.close()

@@ -7,6 +7,7 @@
   deletes a finished job with its files (a plain ``DELETE`` cancels).
 * ``PATCH /v1/jobs/{id}/transcript``, ``DELETE /v1/jobs/{id}/transcript/edits`` — correct a finished
   transcript (kept with the job, the original too), or go back to what was recognised.
+* ``GET /v1/system`` — the service and its machine (the System tab's facts).
 * ``GET /healthz`` (process up), ``GET /readyz`` (models loaded and warmed).
 * ``GET /metrics`` — Prometheus text format (asr.service.metrics); behind the logins when they are on.
 """
@@ -478,10 +479,16 @@ def create_api(engine: Engine, settings: Settings, throttle: LoginThrottle | Non
             "X-Content-Type-Options": "nosniff",
         })
 
+    @router.get("/v1/system")
+    async def system(user: User) -> dict[str, Any]:
+        """The service and its machine: version, uptime, queue and workers, jobs completed and failed,
+        CPU, memory, GPU memory (CUDA), free disk, whether logins are on, the loaded models."""
+        return await in_pool(read_pool, engine.status)  # reads SQLite and /proc
+
     @router.get("/v1/models")
     async def list_models(user: User) -> dict[str, Any]:
         """OpenAI-compatible: the model this deployment serves, with what is loaded behind it."""
-        status = engine.status()
+        status = await in_pool(read_pool, engine.status)
         loaded = {role: {"id": m["id"], "revision": m["revision"]} for role, m in status.get("models", {}).items()}
         return {"object": "list", "data": [{
             "id": MODEL_ID, "object": "model", "created": int(engine.started_at), "owned_by": "asr-service",

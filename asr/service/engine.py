@@ -41,6 +41,7 @@ from asr.errors import (
 )
 from asr.service.edits import SentenceEdit, apply_edits
 from asr.service.jobs import JobKind, JobRecord, JobState, JobStore
+from asr.service.system import CpuSampler, cpu_facts, disk_facts, gpu_facts, memory_facts, package_version
 from asr.types import ProgressCallback, TranscribeOptions, Transcript, VadResult
 
 if TYPE_CHECKING:
@@ -147,6 +148,7 @@ class Engine:
         #: Folders with a ``<job id>/`` of files made from a job's result (the UI's downloads: the
         #: server adds its folder); deleting the job deletes them too.
         self.result_dirs: list[Path] = []
+        self._cpu = CpuSampler()
 
     # ---- life cycle ---------------------------------------------------------------------------
 
@@ -471,13 +473,33 @@ class Engine:
         models = describe(self._pipelines[0].models) if self._pipelines else {}
         return {
             "ready": self.ready.is_set(),
+            "version": package_version(),
             "queue_waiting": waiting,
             "queue_max_size": self.settings.queue.max_size,
             "workers": workers,
             "load_seconds": round(self.load_seconds, 3),
             "warmup_seconds": round(self.warmup_seconds, 3),
             "uptime_s": round(time.time() - self.started_at, 1),
+            "logins_on": bool(self.settings.server.auth),
+            **self._job_counts(),
+            "cpu": cpu_facts(self._cpu),
+            "memory": memory_facts(),
+            "gpu": gpu_facts(models.get("device")),
+            "disk": disk_facts({"state_dir": self._state_dir, "cache_dir": self.settings.storage.cache_path()}),
             **models,
+        }
+
+    def _job_counts(self) -> dict[str, Any]:
+        """Jobs in the history by how they ended (what the retention limits have kept)."""
+        try:
+            counts = self.store.counts()
+        except Exception as e:  # noqa: BLE001 - a status page (and the health check) shows what it can
+            logger.warning("job counts unavailable: %s", e)
+            return {"jobs_completed": None, "jobs_failed": None, "jobs_by_state": None}
+        return {
+            "jobs_completed": counts.get(JobState.COMPLETED.value, 0),
+            "jobs_failed": counts.get(JobState.FAILED.value, 0),
+            "jobs_by_state": {state.value: counts.get(state.value, 0) for state in JobState},
         }
 
     # ---- working ------------------------------------------------------------------------------------
