@@ -123,6 +123,11 @@ class FileRow:
     refused: str = ""
 
 
+def shown(record: JobRecord) -> Transcript:
+    """The version a user reads and exports: their edited one, if they edited it."""
+    return getattr(record, "edited", None) or record.result
+
+
 def clean_text(text: str) -> str:
     """What a reader sees: FunASR's ``<unk>`` (which the sentences and subtitles already drop) removed."""
     return " ".join(text.replace("<unk>", " ").split()) if "<unk>" in text else text
@@ -189,6 +194,19 @@ def _transcript_html(record: JobRecord, transcript: Transcript, playable: bool) 
     return "".join(parts)
 
 
+def _segments_html(record: JobRecord, result: VadResult, playable: bool) -> str:
+    """Speech segments as the workspace's rows: click one to hear it."""
+    audio = f'<audio controls preload="metadata" src="ui/media/{record.id}"></audio>' if playable else ""
+    rows = "".join(
+        f'<li class="ws-sentence" data-index="{i}" data-start="{seg.start_ms}" data-end="{seg.end_ms}">'
+        f'<span class="ws-time">{clock(seg.start_ms)}</span><span class="ws-who"></span>'
+        f'<span class="ws-text">speech {i + 1}: {clock(seg.start_ms)} → {clock(seg.end_ms)} '
+        f'({seg.duration_ms / 1000:.1f} s)</span><span></span></li>'
+        for i, seg in enumerate(result.segments)
+    )
+    return audio + (f'<ol class="ws-sentences">{rows}</ol>' if rows else "<p>(no speech found)</p>")
+
+
 def workspace_html(rows: list[FileRow], playable: Callable[[JobRecord], bool] = lambda r: False) -> str:
     """Every file of a batch as a card of its own: its progress while it runs; then its player and sentences,
     or its error, which stays next to it. Rendered here (escaped) and made live by static/workspace.js."""
@@ -210,7 +228,10 @@ def workspace_html(rows: list[FileRow], playable: Callable[[JobRecord], bool] = 
                         '<div class="ws-tools"><button class="ws-cancel">Cancel</button></div>')
             elif record.state is JobState.COMPLETED and isinstance(record.result, Transcript):
                 status = f"done · {record.result.duration_s:.1f} s of audio"  # the RTF is in the timings line
-                body = _transcript_html(record, record.result, playable(record))
+                body = _transcript_html(record, shown(record), playable(record))
+            elif record.state is JobState.COMPLETED and isinstance(record.result, VadResult):
+                status = f"done · {len(record.result.segments)} speech segments in {record.result.duration_s:.1f} s"
+                body = _segments_html(record, record.result, playable(record))
             else:
                 status = record.state.value
                 body = f'<p class="ws-error" role="alert">{html.escape(record.error or record.state.value)}</p>'
@@ -254,16 +275,19 @@ def wait_for(engine: Engine, jobs: list[JobRecord], progress) -> list[JobRecord]
         time.sleep(POLL_S)
 
 
-def history_rows(engine: Engine, owner: str | None) -> list[list[Any]]:
+HISTORY_HEADERS = ["time", "file", "type", "duration (s)", "state", "RTF", "id"]
+
+
+def history_rows(engine: Engine, owner: str | None, query: str = "") -> list[list[Any]]:
     rows = []
-    for r in engine.jobs(limit=200, owner=owner):
+    for r in engine.jobs(limit=200, owner=owner, **({"query": query} if query else {})):
         rows.append([
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at)),
             r.filename,
+            KIND_WORDS.get(r.kind, r.kind.value),
             f"{r.duration_s:.1f}" if r.duration_s else "",
             r.state.value + (f" ({r.error})" if r.error and r.state is not JobState.COMPLETED else ""),
             f"{r.rtf:.4f}" if r.rtf is not None else "",
-            r.kind.value,
             r.id,
         ])
     return rows
@@ -453,7 +477,7 @@ def transcribe_tab(tab: _Tab) -> None:
                 formats = gr.CheckboxGroup(UI_FORMATS, value=["srt", "txt"], label="Files to download")
                 run = gr.Button("Transcribe", variant="primary", elem_id="transcribe-button")
             with gr.Column():
-                board = gr.HTML(value="", elem_id="workspace", js_on_load=(STATIC / "workspace.js").read_text(),
+                board = gr.HTML(value="", elem_id="workspace", elem_classes=["ws-board"], js_on_load=(STATIC / "workspace.js").read_text(),
                                 css_template=(STATIC / "workspace.css").read_text(),
                                 server_functions=[cancel_jobs])
                 downloads = gr.File(label="Downloads", file_count="multiple", interactive=False)
@@ -506,52 +530,60 @@ def vad_tab(tab: _Tab) -> None:
                       api_visibility="private")
 
 
-def history_tab(tab: _Tab) -> tuple[Any, Any, Callable[[Any], tuple[Any, Any]]]:
-    """Past jobs, reopened with their files; returns the table, the picker and their refresh."""
+def history_tab(tab: _Tab) -> tuple[Any, Callable[[str, Any], Any]]:
+    """Past jobs: search, click one to open it (player, sentences, files); returns the table and its refresh."""
     gr = _gradio()
     engine, settings, registry = tab.engine, tab.settings, tab.registry
+    media = media_root(settings)
 
-    def refresh_history(request: gr.Request):
-        rows = history_rows(engine, tab.user_of(request))
-        choices = [(f"{r[0]} · {r[1]} · {r[3].split(' ')[0]}", r[6]) for r in rows]
-        return rows, gr.update(choices=choices, value=None)
+    def refresh_history(query: str, request: gr.Request):
+        return history_rows(engine, tab.user_of(request), (query or "").strip())
 
-    def open_job(job_id, request: gr.Request):
+    def open_job(evt: gr.SelectData, request: gr.Request):
+        job_id = (evt.row_value or [None])[-1]
         if not job_id:
-            raise user_error("Choose a job from the list first.")
+            raise user_error("Click a job in the list to open it.")
         try:
             record = engine.get(job_id)
         except Exception as e:
             raise friendly(e) from None
         if settings.server.auth and record.owner != tab.user_of(request):
             raise user_error("No such job.")
+        board = workspace_html([FileRow(record.filename, record)],
+                               lambda r: playback_path(media / r.id).is_file())
         if record.state is not JobState.COMPLETED:
-            return f"{record.filename}: {record.state.value} — {record.error or ''}", [], ""
+            return board, f"{record.filename}: {record.state.value} — {record.error or ''}", [], "", job_id
         if isinstance(record.result, VadResult):
             text = "\n".join(f"{format_timestamp(s.start_ms, '.')} → {format_timestamp(s.end_ms, '.')}"
                              for s in record.result.segments)
             written, problem = result_files_or_note(record, list(VAD_WRITERS), settings, registry)
-            return text, written, timings_markdown(record) + (f"  \n{problem}" if problem else "")
+            return board, text, written, timings_markdown(record) + (f"  \n{problem}" if problem else ""), job_id
         written, problem = result_files_or_note(record, UI_FORMATS, settings, registry)
-        return (record.result.text + "\n\n" + sentences_text(record.result), written,
-                timings_markdown(record) + (f"  \n{problem}" if problem else ""))
+        transcript = shown(record)
+        return (board, transcript_text(transcript) + "\n\n" + sentences_text(transcript), written,
+                timings_markdown(record) + (f"  \n{problem}" if problem else ""), job_id)
 
     with gr.Tab("History", id="history"):
-        history_refresh = gr.Button("Refresh")
-        history_table = gr.Dataframe(
-            headers=["time", "file", "duration (s)", "state", "RTF", "kind", "id"], interactive=False,
-            label="Past jobs (newest first)",
-        )
         with gr.Row():
-            history_pick = gr.Dropdown(label="Job", choices=[], interactive=True)
-            history_open = gr.Button("Open")
-        history_text = gr.Textbox(label="Text", lines=10)
+            history_search = gr.Textbox(label="Search", placeholder="file name or words of the text", scale=4,
+                                        elem_id="history-search")
+            history_refresh = gr.Button("Refresh", scale=1, elem_id="history-refresh")
+        history_table = gr.Dataframe(headers=HISTORY_HEADERS, interactive=False,
+                                     label="Past jobs (newest first) · click one to open it")
+        # the open job's id; not a gr.State: any State makes Gradio hold a heartbeat connection open for good
+        opened = gr.Textbox(visible=False)
+        history_board = gr.HTML(value="", elem_id="history-workspace", elem_classes=["ws-board"],
+                                js_on_load=(STATIC / "workspace.js").read_text(),
+                                css_template=(STATIC / "workspace.css").read_text())
         history_files = gr.File(label="Files", file_count="multiple", interactive=False)
         history_timings = gr.Markdown()
-        history_refresh.click(refresh_history, None, [history_table, history_pick], api_visibility="private")
-        history_open.click(open_job, [history_pick], [history_text, history_files, history_timings],
-                           api_visibility="private")
-    return history_table, history_pick, refresh_history
+        history_text = gr.Textbox(label="Text", lines=10)
+        # Enter in the search box clicks Refresh (static/workspace.js): a submit event of its own kept the
+        # page's event stream open for good (Gradio 6.31), so the page never went idle.
+        history_refresh.click(refresh_history, [history_search], history_table, api_visibility="private")
+        history_table.select(open_job, None, [history_board, history_text, history_files, history_timings, opened],
+                             api_visibility="private")
+    return history_table, refresh_history
 
 
 def system_tab(tab: _Tab) -> Any:
@@ -577,7 +609,7 @@ def build_ui(engine: Engine, settings: Settings, registry: Any):
         with gr.Tabs():
             transcribe_tab(tab)
             vad_tab(tab)
-            history_table, history_pick, refresh_history = history_tab(tab)
+            history_table, refresh_history = history_tab(tab)
             system_info = system_tab(tab)
 
         def on_load(request: gr.Request):
@@ -586,10 +618,9 @@ def build_ui(engine: Engine, settings: Settings, registry: Any):
                 warning = "⚠️ **Test models with RANDOM WEIGHTS are loaded: transcripts are meaningless.**"
             elif not engine.ready.is_set():
                 warning = "⏳ The service is loading its models; transcription starts when they are ready."
-            rows, picks = refresh_history(request)
-            return warning, rows, picks, system_markdown(engine)
+            return warning, refresh_history("", request), system_markdown(engine)
 
-        demo.load(on_load, None, [banner, history_table, history_pick, system_info], api_visibility="private")
+        demo.load(on_load, None, [banner, history_table, system_info], api_visibility="private")
     return demo
 
 

@@ -163,8 +163,13 @@ if (!window.__asrWorkspaceKeys) {
       }
       return;
     }
+    if (event.key === "Enter" && event.target.closest?.("#history-search")) {
+      event.preventDefault();
+      document.querySelector("#history-refresh")?.click();
+      return;
+    }
     if (event.key !== " " || typing || event.target.closest?.("button, a")) return;
-    const audios = [...document.querySelectorAll("#workspace audio")].filter((a) => a.offsetParent !== null);
+    const audios = [...document.querySelectorAll(".ws-board audio")].filter((a) => a.offsetParent !== null);
     const audio = audios.find((a) => !a.paused) || audios[0];
     if (!audio) return;
     event.preventDefault();
