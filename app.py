@@ -22,11 +22,13 @@ from typing import Any
 from asr.atomic import write_atomic
 from asr.config import Settings
 from asr.core.options import build_options, hotwords_available, speakers_available
-from asr.core.writers import VAD_WRITERS, WRITERS, format_timestamp, render
+from asr.core.writers import VAD_WRITERS, WRITERS, format_timestamp, render, render_zip
 from asr.errors import AsrError, EngineBusyError, storage_error
+from asr.service.edits import SentenceEdit
 from asr.service.engine import Engine
 from asr.service.jobs import JobKind, JobRecord, JobState
 from asr.service.media import media_root, playback_path, write_playback
+from asr.service.stages import kind_name, stage_name
 from asr.types import Transcript, VadResult
 
 logger = logging.getLogger("asr.app")
@@ -67,7 +69,7 @@ def write_result_files(record: JobRecord, formats: list[str], settings: Settings
     paths = []
     try:
         for fmt in formats:
-            rendered = render(record.result, fmt, settings.output, stem)
+            rendered = render(record.current, fmt, settings.output, stem)  # as edited, if it was
             path = directory / rendered.filename
             write_atomic(path, rendered.body)
             registry.add_result(path)
@@ -106,14 +108,6 @@ SPEAKER_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4
 
 STATIC = Path(__file__).resolve().parent / "static"
 
-#: Stages in the words a user reads (the engine reports ids; the order is the pipeline's, never backwards).
-STAGE_WORDS = {
-    "queued": "waiting", "starting": "starting", "decode": "decode", "vad": "VAD", "asr": "recognition",
-    "punc": "punctuation", "spk": "speakers", "itn": "numbers", "done": "done",
-}
-KIND_WORDS = {JobKind.TRANSCRIBE: "transcript", JobKind.VAD: "speech segments"}
-
-
 @dataclass(frozen=True)
 class FileRow:
     """One file of a batch in the workspace: its job once submitted, or why it never was."""
@@ -121,11 +115,6 @@ class FileRow:
     name: str
     job: JobRecord | None = None
     refused: str = ""
-
-
-def shown(record: JobRecord) -> Transcript:
-    """The version a user reads and exports: their edited one, if they edited it."""
-    return getattr(record, "edited", None) or record.result
 
 
 def clean_text(text: str) -> str:
@@ -149,9 +138,9 @@ def clock(ms: int) -> str:
 def _progress_line(record: JobRecord) -> str:
     if record.state is JobState.QUEUED and record.queue_position:
         return f"waiting in queue (position {record.queue_position})"
-    stage = STAGE_WORDS.get(record.stage or "", record.stage or "starting")
+    stage = stage_name(record.stage or "starting")
     line = f"{stage} · {record.progress:.0%}"
-    eta = getattr(record, "eta_s", None)
+    eta = record.eta_s
     if eta is not None:
         line += f" · about {max(1, round(eta))} s left"
     return line
@@ -218,7 +207,7 @@ def workspace_html(rows: list[FileRow], playable: Callable[[JobRecord], bool] = 
             kind, job_id, active = "", "", False
         else:
             state, job_id, active = record.state.value, record.id, not record.state.finished
-            kind = KIND_WORDS.get(record.kind, record.kind.value)
+            kind = kind_name(record.kind.value)
             if active:
                 status = "queued" if record.state is JobState.QUEUED else "running"
                 width = 0 if record.state is JobState.QUEUED else round(100 * record.progress)
@@ -228,7 +217,7 @@ def workspace_html(rows: list[FileRow], playable: Callable[[JobRecord], bool] = 
                         '<div class="ws-tools"><button class="ws-cancel">Cancel</button></div>')
             elif record.state is JobState.COMPLETED and isinstance(record.result, Transcript):
                 status = f"done · {record.result.duration_s:.1f} s of audio"  # the RTF is in the timings line
-                body = _transcript_html(record, shown(record), playable(record))
+                body = _transcript_html(record, record.current, playable(record))
             elif record.state is JobState.COMPLETED and isinstance(record.result, VadResult):
                 status = f"done · {len(record.result.segments)} speech segments in {record.result.duration_s:.1f} s"
                 body = _segments_html(record, record.result, playable(record))
@@ -284,7 +273,7 @@ def history_rows(engine: Engine, owner: str | None, query: str = "") -> list[lis
         rows.append([
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at)),
             r.filename,
-            KIND_WORDS.get(r.kind, r.kind.value),
+            kind_name(r.kind.value),
             f"{r.duration_s:.1f}" if r.duration_s else "",
             r.state.value + (f" ({r.error})" if r.error and r.state is not JobState.COMPLETED else ""),
             f"{r.rtf:.4f}" if r.rtf is not None else "",
@@ -349,6 +338,94 @@ class _Tab:
 
     def user_of(self, request: Any) -> str | None:
         return getattr(request, "username", None) if self.settings.server.auth else None
+
+
+def _arguments(data: Any, count: int) -> list[Any]:
+    """A workspace call's arguments: static/workspace.js passes them as one list, which Gradio hands over."""
+    if not isinstance(data, list) or len(data) != count:
+        raise user_error("This request from the page is not understood; reload the page.")
+    return data
+
+
+def workspace_functions(tab: _Tab) -> list[Callable[..., Any]]:
+    """What static/workspace.js calls on the server: each answers {"error": message} for a bad request, the
+    message the API gives for the same edit, shown beside the transcript it concerns."""
+    gr = _gradio()
+    engine = tab.engine
+
+    def save_sentence(data: Any, request: gr.Request) -> dict[str, Any]:
+        try:
+            job_id, index, text, speaker = _arguments(data, 4)
+            record = engine.edit_transcript(
+                str(job_id), [SentenceEdit(index=int(index), text=text, speaker=speaker)], owner=tab.user_of(request))
+            return {"text": clean_text(record.current.sentences[int(index)].text)}
+        except (AsrError, ValueError, TypeError) as e:
+            return {"error": str(e) if isinstance(e, AsrError) else "This edit is not understood."}
+        except Exception as e:
+            return {"error": str(friendly(e))}
+
+    def rename_speaker(data: Any, request: gr.Request) -> dict[str, Any]:
+        try:
+            job_id, speaker, name = _arguments(data, 3)
+            owner = tab.user_of(request)
+            names = list(engine.owned(str(job_id), owner).current.speakers)
+            if not isinstance(speaker, int) or not 0 <= speaker < len(names):
+                return {"error": "There is no such speaker in this transcript."}
+            names[speaker] = name
+            record = engine.edit_transcript(str(job_id), (), names, owner=owner)
+            return {"name": record.current.speakers[speaker]}
+        except AsrError as e:
+            return {"error": str(e)}
+        except Exception as e:
+            return {"error": str(friendly(e))}
+
+    def cancel_jobs(data: Any, request: gr.Request) -> dict[str, str]:
+        ids = _arguments(data, 1)[0]
+        owner = tab.user_of(request)
+        for job_id in ids if isinstance(ids, list) else []:
+            try:
+                engine.owned(str(job_id), owner)
+                engine.cancel(str(job_id))
+            except AsrError as e:
+                if len(ids) == 1:
+                    return {"error": str(e)}
+        return {}
+
+    return [save_sentence, rename_speaker, cancel_jobs]
+
+
+def workspace_board(tab: _Tab, elem_id: str):
+    gr = _gradio()
+    return gr.HTML(value="", elem_id=elem_id, elem_classes=["ws-board"], js_on_load=(STATIC / "workspace.js").read_text(),
+                   css_template=(STATIC / "workspace.css").read_text(), server_functions=workspace_functions(tab))
+
+
+def export_files(engine: Engine, job_ids: str, formats: list[str], settings: Settings, registry: Any,
+                 owner: str | None) -> list[str]:
+    """Download files of the jobs on a board, from their current (edited) version, plus one ZIP of them all
+    when there is more than one file."""
+    records = []
+    for job_id in [j for j in (job_ids or "").split(",") if j]:
+        record = engine.owned(job_id, owner)
+        if record.state is JobState.COMPLETED:
+            records.append(record)
+    paths: list[str] = []
+    for record in records:
+        kinds = formats if isinstance(record.result, Transcript) else list(VAD_WRITERS)
+        paths.extend(write_result_files(record, kinds, settings, registry))
+    if len(paths) > 1:
+        results = [(Path(r.filename).stem or "audio", r.current) for r in records]
+        wanted = sorted({f for f in formats} | (set(VAD_WRITERS) if any(isinstance(r.result, VadResult) for r in records) else set()))
+        bundle = render_zip(results, wanted, settings.output, "transcripts")
+        path = registry.results_dir / f"zip-{records[0].id}" / bundle.filename
+        try:
+            write_atomic(path, bundle.body)
+        except OSError as e:
+            raise storage_error(e, "the ZIP could not be written (the transcripts are saved in History)",
+                                path.parent) from e
+        registry.add_result(path)
+        paths.append(str(path))
+    return paths
 
 
 def transcribe_tab(tab: _Tab) -> None:
@@ -422,7 +499,7 @@ def transcribe_tab(tab: _Tab) -> None:
             rows = [replace(r, job=engine.get(r.job.id)) if r.job else r for r in rows]
             if all(r.job is None or r.job.state.finished for r in rows):
                 break
-            yield gr.skip(), gr.skip(), workspace_html(rows), gr.skip(), gr.skip()
+            yield gr.skip(), gr.skip(), workspace_html(rows), gr.skip(), gr.skip(), gr.skip()
             time.sleep(POLL_S)
         playable = {r.job.id for r in rows if r.job is not None and finish_playback(r.job)}
         texts, files, notes = [], [], []
@@ -433,27 +510,19 @@ def transcribe_tab(tab: _Tab) -> None:
             written, problem = result_files_or_note(record, formats, settings, registry)
             files.extend(written)
             notes.append(timings_markdown(record) + (f"  \n{problem}" if problem else ""))
+        if len(done) > 1:
+            try:
+                files.append(export_files(engine, ",".join(r.id for r in done), formats, settings, registry,
+                                          tab.user_of(request))[-1])  # the ZIP of them all
+            except AsrError as e:
+                notes.append(f"⚠️ {e}")
         board = workspace_html(rows, lambda r: r.id in playable)
         full_text = "\n\n".join(transcript_text(r.result) for r in done)
-        yield full_text, "\n\n".join(texts), board, files, "\n\n".join(notes)
+        yield full_text, "\n\n".join(texts), board, files, "\n\n".join(notes), ",".join(r.id for r in done)
         if not done:
             # Nothing to read: the errors also come up as a message, as they did (each stays on its card too).
             raise user_error(" / ".join(
                 (r.job.error or f"{r.name}: {r.job.state.value}") if r.job else r.refused for r in rows))
-
-    def cancel_jobs(data: Any, request: gr.Request) -> dict[str, str]:
-        """Called from the workspace's Cancel buttons with the job ids."""
-        ids = data[0] if isinstance(data, list) and data and isinstance(data[0], list) else data
-        user = tab.user_of(request)
-        for job_id in ids if isinstance(ids, list) else []:
-            try:
-                if not isinstance(job_id, str) or (settings.server.auth and engine.get(job_id).owner != user):
-                    continue
-                engine.cancel(job_id)
-            except AsrError as e:
-                if len(ids) == 1:
-                    return {"error": str(e)}
-        return {}
 
     with gr.Tab("Transcribe", id="transcribe"):
         with gr.Row():
@@ -477,17 +546,28 @@ def transcribe_tab(tab: _Tab) -> None:
                 formats = gr.CheckboxGroup(UI_FORMATS, value=["srt", "txt"], label="Files to download")
                 run = gr.Button("Transcribe", variant="primary", elem_id="transcribe-button")
             with gr.Column():
-                board = gr.HTML(value="", elem_id="workspace", elem_classes=["ws-board"], js_on_load=(STATIC / "workspace.js").read_text(),
-                                css_template=(STATIC / "workspace.css").read_text(),
-                                server_functions=[cancel_jobs])
+                board = workspace_board(tab, "workspace")
+                board_jobs = gr.Textbox(visible=False)  # the ids on the board, for Export
                 downloads = gr.File(label="Downloads", file_count="multiple", interactive=False)
+                export = gr.Button("Export the edited version", size="sm")
                 timings = gr.Markdown()
                 text = gr.Textbox(label="Text", lines=6, buttons=["copy"])
                 sentences = gr.Textbox(label="Sentences with timestamps", lines=10)
         # No progress overlay: each file's card shows its own (Gradio drew one on every output).
         run.click(transcribe, [files, recording, punctuate, formats, itn, speakers, num_speakers, hotwords],
-                  [text, sentences, board, downloads, timings], show_progress="hidden",
+                  [text, sentences, board, downloads, timings, board_jobs], show_progress="hidden",
                   concurrency_id="engine", api_visibility="private")
+
+        def export_edited(job_ids: str, formats: list[str], request: gr.Request):
+            if not job_ids:
+                raise user_error("Transcribe something first.")
+            chosen = [f for f in (formats or []) if f in WRITERS] or ["srt"]
+            try:
+                return export_files(engine, job_ids, chosen, settings, registry, tab.user_of(request))
+            except AsrError as e:
+                raise friendly(e) from None
+
+        export.click(export_edited, [board_jobs, formats], downloads, api_visibility="private")
 
 
 def vad_tab(tab: _Tab) -> None:
@@ -559,7 +639,7 @@ def history_tab(tab: _Tab) -> tuple[Any, Callable[[str, Any], Any]]:
             written, problem = result_files_or_note(record, list(VAD_WRITERS), settings, registry)
             return board, text, written, timings_markdown(record) + (f"  \n{problem}" if problem else ""), job_id
         written, problem = result_files_or_note(record, UI_FORMATS, settings, registry)
-        transcript = shown(record)
+        transcript = record.current
         return (board, transcript_text(transcript) + "\n\n" + sentences_text(transcript), written,
                 timings_markdown(record) + (f"  \n{problem}" if problem else ""), job_id)
 
@@ -572,16 +652,39 @@ def history_tab(tab: _Tab) -> tuple[Any, Callable[[str, Any], Any]]:
                                      label="Past jobs (newest first) · click one to open it")
         # the open job's id; not a gr.State: any State makes Gradio hold a heartbeat connection open for good
         opened = gr.Textbox(visible=False)
-        history_board = gr.HTML(value="", elem_id="history-workspace", elem_classes=["ws-board"],
-                                js_on_load=(STATIC / "workspace.js").read_text(),
-                                css_template=(STATIC / "workspace.css").read_text())
+        history_board = workspace_board(tab, "history-workspace")
         history_files = gr.File(label="Files", file_count="multiple", interactive=False)
+        with gr.Row():
+            history_export = gr.Button("Export the edited version", size="sm")
+            history_delete = gr.Button("Delete this job", size="sm", variant="stop")
         history_timings = gr.Markdown()
         history_text = gr.Textbox(label="Text", lines=10)
         # Enter in the search box clicks Refresh (static/workspace.js): a submit event of its own kept the
         # page's event stream open for good (Gradio 6.31), so the page never went idle.
         history_refresh.click(refresh_history, [history_search], history_table, api_visibility="private")
         history_table.select(open_job, None, [history_board, history_text, history_files, history_timings, opened],
+                             api_visibility="private")
+
+        def export_opened(job_id: str, request: gr.Request):
+            if not job_id:
+                raise user_error("Click a job in the list to open it.")
+            try:
+                return export_files(engine, job_id, UI_FORMATS, settings, registry, tab.user_of(request))
+            except AsrError as e:
+                raise friendly(e) from None
+
+        def delete_opened(job_id: str, query: str, request: gr.Request):
+            if not job_id:
+                raise user_error("Click a job in the list to open it.")
+            try:
+                engine.delete_job(job_id, tab.user_of(request))
+            except AsrError as e:
+                raise friendly(e) from None
+            return "", "", [], "", "", refresh_history(query, request)
+
+        history_export.click(export_opened, [opened], history_files, api_visibility="private")
+        history_delete.click(delete_opened, [opened, history_search],
+                             [history_board, history_text, history_files, history_timings, opened, history_table],
                              api_visibility="private")
     return history_table, refresh_history
 

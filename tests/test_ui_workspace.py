@@ -60,12 +60,13 @@ def bad_files(audio_dir) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def long_file(audio_dir, speech_file) -> Path:
-    """The three sentences eight times over: long enough to be seen running, and cancelled."""
+def long_files(audio_dir, speech_file) -> list[Path]:
+    """The three sentences 40 times over (15 min): long enough to be seen running, and cancelled."""
     audio, rate = sf.read(speech_file("three_sentences.wav"), dtype="float32")
-    path = audio_dir / "long.wav"
-    sf.write(path, np.tile(audio, 8), rate, subtype="PCM_16")
-    return path
+    paths = [audio_dir / "long.wav", audio_dir / "long too.wav"]
+    for path in paths:
+        sf.write(path, np.tile(audio, 40), rate, subtype="PCM_16")
+    return paths
 
 
 def test_a_bad_file_in_a_batch_sinks_nothing_and_its_error_stays_next_to_it(page, speech_file, bad_files):
@@ -120,32 +121,96 @@ def test_click_a_sentence_to_hear_it_and_the_one_playing_is_highlighted(page, sp
     screenshot(page, "workspace-player")
 
 
-def test_progress_is_one_display_per_job_in_words_and_cancel_stops_it(page, long_file, speech_file):
+def test_progress_is_one_display_per_job_in_words_and_cancel_stops_it(page, long_files):
     """While a batch runs each file has one progress bar (Gradio's overlay drew one on every output), its stage
-    in words, never an internal id and never going back; Cancel on one job stops it and leaves the other."""
+    in words, never an internal id; the second file says it waits in the queue while the first runs; Cancel on it
+    stops it and leaves the other, which goes on to finish."""
     from playwright.sync_api import expect
 
-    upload_files(page, [long_file, speech_file("second.wav")])
+    upload_files(page, long_files)
     page.get_by_role("button", name="Transcribe", exact=True).click()
-    bars = page.locator("#workspace .ws-progress")
-    expect(bars.first).to_be_visible(timeout=JOB_MS)
-    seen: list[str] = []
-    for _ in range(20):
-        labels = bars.all_inner_texts()
-        if not labels:
-            break
-        assert bars.count() <= 2
-        assert page.locator(".progress-text, .eta-bar").count() == 0, "no Gradio overlay on the outputs"
-        seen.extend(labels)
-        if any("recognition" in label for label in labels):
-            break
-        time.sleep(0.3)
-    stages = {label.split(" · ")[0] for label in seen}
-    assert stages <= {"waiting in queue (position 1)", "starting", "decode", "VAD", "recognition", "punctuation"}, stages
-    assert not any(re.match(r"(vad|asr|punc)\b", label) for label in seen)
-    long_card = page.locator('#workspace .ws-job:has(.ws-file:text-is("long.wav"))')
-    long_card.get_by_role("button", name="Cancel").click()
+    running = page.locator('#workspace .ws-job:has(.ws-file:text-is("long.wav")) .ws-progress')
+    waiting = page.locator('#workspace .ws-job:has(.ws-file:text-is("long too.wav")) .ws-progress')
+    expect(running).to_contain_text("recognition", timeout=JOB_MS)
+    expect(waiting).to_contain_text("waiting in queue (position 1)")
+    assert page.locator("#workspace .ws-progress").count() == 2
+    assert page.locator(".progress-text, .eta-bar").count() == 0, "no Gradio overlay on the outputs"
+    labels = page.locator("#workspace .ws-progress").all_inner_texts()
+    assert not any(re.match(r"(vad|asr|punc)\b", label) for label in labels), labels
+    screenshot(page, "workspace-progress")
+    page.locator('#workspace .ws-job:has(.ws-file:text-is("long too.wav"))').get_by_role("button", name="Cancel").click()
     wait_until_finished(page, 2)
-    expect(long_card).to_have_attribute("data-state", "cancelled")
-    other = page.locator('#workspace .ws-job:has(.ws-file:text-is("second.wav"))')
-    expect(other).to_have_attribute("data-state", "completed")
+    expect(page.locator('#workspace .ws-job:has(.ws-file:text-is("long too.wav"))')).to_have_attribute(
+        "data-state", "cancelled")
+    expect(page.locator('#workspace .ws-job:has(.ws-file:text-is("long.wav"))')).to_have_attribute(
+        "data-state", "completed")
+
+
+def test_fix_a_sentence_and_a_speaker_name_then_export_and_reopen_the_edited_version(page, speech_file):
+    """An edit is saved with the job (the original kept, see tests/test_workspace.py), the exported SRT has it,
+    and History reopens the edited version; a bad edit gets its message beside the transcript."""
+    from playwright.sync_api import expect
+
+    from tests.test_ui_browser import block, file_links, open_tab, textbox
+
+    upload_files(page, [speech_file("fix me.wav")])
+    page.get_by_role("button", name="Transcribe", exact=True).click()
+    wait_until_finished(page, 1)
+    first = page.locator("#workspace .ws-sentence").first
+    first.get_by_role("button", name="edit sentence 1").click()
+    text = first.locator(".ws-text")
+    expect(text).to_have_attribute("contenteditable", "true")
+    text.fill("今天开会讨论预算。")
+    text.press("Enter")
+    expect(first).to_have_class(re.compile("ws-edited"))
+    expect(text).to_have_text("今天开会讨论预算。")
+
+    second = page.locator("#workspace .ws-sentence").nth(1)
+    second.get_by_role("button", name="edit sentence 2").click()
+    second.locator(".ws-text").fill("   ")
+    second.locator(".ws-text").press("Enter")
+    expect(page.locator("#workspace .ws-edit-error")).to_be_visible()
+    assert page.locator("#workspace .ws-edit-error").inner_text().strip()
+    expect(second).not_to_have_class(re.compile("ws-edited"))
+
+    page.get_by_role("button", name="Export the edited version").click()
+    tab = panel(page)
+    link = block(tab, "Downloads").locator('a[download="fix me.srt"]')
+    expect(link).to_have_count(1)
+    srt = page.request.get(link.get_attribute("href")).text()
+    assert "今天开会讨论预算。" in srt.split("\n\n")[0], srt[:300]
+
+    history = open_tab(page, "History")
+    history.get_by_role("button", name="Refresh", exact=True).click()
+    grid = history.get_by_role("grid", name=re.compile(r"^Past jobs"))
+    grid.get_by_role("gridcell", name="fix me.wav", exact=True).first.click()
+    expect(history.locator("#history-workspace .ws-sentence .ws-text").first).to_have_text("今天开会讨论预算。")
+    expect(textbox(history, "Text")).to_have_value(re.compile("今天开会讨论预算。"))
+    assert "fix me.srt" in file_links(history, "Files")
+    screenshot(page, "workspace-edited")
+
+
+def test_history_search_and_delete(page, speech_file):
+    from playwright.sync_api import expect
+
+    from tests.test_ui_browser import open_tab
+
+    upload_files(page, [speech_file("unique budget talk.wav")])
+    page.get_by_role("button", name="Transcribe", exact=True).click()
+    wait_until_finished(page, 1)
+    history = open_tab(page, "History")
+    grid = history.get_by_role("grid", name=re.compile(r"^Past jobs"))
+    search = history.get_by_label("Search")
+    search.fill("unique budget")
+    search.press("Enter")
+    expect(grid.get_by_role("gridcell", name="unique budget talk.wav", exact=True)).to_have_count(1)
+    rows = grid.get_by_role("row").filter(has=page.get_by_role("gridcell"))
+    expect(rows).to_have_count(1)
+    rows.first.get_by_role("gridcell", name="unique budget talk.wav", exact=True).click()
+    expect(history.locator("#history-workspace .ws-job")).to_have_count(1)
+    media = history.locator("#history-workspace audio").evaluate("a => a.src")
+    assert page.request.get(media).status == 200
+    history.get_by_role("button", name="Delete this job").click()
+    expect(grid.get_by_role("gridcell", name="unique budget talk.wav", exact=True)).to_have_count(0)
+    expect(history.locator("#history-workspace .ws-job")).to_have_count(0)
+    assert page.request.get(media).status == 404, "its playback audio went with it"

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from asr.core.pipeline import Pipeline
-from asr.service.engine import Engine
+from asr.service.engine import OWN_PACE_AFTER, Engine
 from asr.service.jobs import JobKind, JobState
 from asr.types import TranscribeOptions
 from tests.test_engine import GatedPipeline, make_settings
@@ -154,8 +154,8 @@ def test_the_time_left_comes_from_the_measured_rtf(watched_engine, speech_wav):
     first = engine.wait(engine.submit(speech_wav, "first.wav").id, timeout=120)
     # before any job has finished, the job's own pace, once it has one
     own_pace = watched.seen[first.id]
-    assert all(v.eta_s is None for v in own_pace if v.progress == 0)
-    assert all(v.eta_s is not None and v.eta_s >= 0 for v in own_pace if 0 < v.progress < 1)
+    assert all(v.eta_s is None for v in own_pace if v.progress < OWN_PACE_AFTER)
+    assert all(v.eta_s is not None and v.eta_s >= 0 for v in own_pace if OWN_PACE_AFTER <= v.progress < 1)
     assert engine.recent_rtf() == pytest.approx(first.rtf)
     assert engine.recent_rtf(JobKind.VAD) is None  # per kind: a VAD job is far quicker
     second = engine.wait(engine.submit(speech_wav, "second.wav").id, timeout=120)
@@ -510,7 +510,9 @@ def test_the_server_tells_the_engine_where_the_ui_keeps_a_jobs_downloads(setting
         return gr.Blocks()
 
     create_app(s, ui, engine)
-    assert engine.result_dirs == [seen[0].results_dir]
+    from asr.service.media import media_root
+
+    assert engine.result_dirs == [seen[0].results_dir, media_root(s)]  # downloads, and playback audio
     engine.store.close()
 
 
@@ -604,3 +606,88 @@ def test_the_status_has_the_facts_of_the_service_and_its_machine(api, speech_wav
         assert with_logins.status()["logins_on"] is True
     finally:
         with_logins.store.close()
+
+
+# ---- playback audio (asr.service.media and its route) ---------------------------------------------------
+
+
+def test_playback_audio_is_the_decoded_samples_as_flac(settings, speech_wav, tmp_path):
+    import soundfile as sf
+
+    from asr.core.audio import load_audio
+    from asr.service.media import write_playback
+
+    path = write_playback(speech_wav, tmp_path / "job", settings.audio, "talk.wav")
+    played, rate = sf.read(path, dtype="float32")
+    assert sf.info(path).format == "FLAC" and rate == 16000
+    decoded = load_audio(speech_wav)
+    assert played.shape == decoded.shape  # so a sentence's start seeks to the audio it came from
+    assert abs(played - decoded).max() <= 1 / 32768 + 1e-6  # 16-bit
+    assert [p.name for p in (tmp_path / "job").iterdir()] == ["playback.flac"]
+
+
+def test_a_file_that_does_not_decode_leaves_no_playback(settings, tmp_path):
+    from asr.errors import AudioError
+    from asr.service.media import write_playback
+
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF" + b"\0" * 100)
+    with pytest.raises(AudioError):
+        write_playback(bad, tmp_path / "job", settings.audio, "bad.wav")
+    assert list((tmp_path / "job").iterdir()) == []
+
+
+def test_playback_of_deleted_jobs_is_removed_at_start(tmp_path):
+    from asr.service.media import remove_orphans
+
+    for job in ("kept", "gone"):
+        (tmp_path / job).mkdir()
+        (tmp_path / job / "playback.flac").write_bytes(b"x")
+    assert remove_orphans(tmp_path, lambda job_id: job_id == "kept") == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"]
+
+
+def test_playback_route_serves_ranges_to_the_jobs_owner_only(settings, tmp_path, pipeline, speech_wav):
+    """Over real HTTP, with a real job. The user comes from a header here instead of Gradio's login cookie
+    (the server passes the cookie's user in the same place); the browser tests use the real page."""
+    import time
+
+    import httpx
+    import uvicorn
+
+    from asr.service.api import create_api
+    from asr.service.media import write_playback
+    from asr.service.uploads import add_playback_route
+    from tests.test_api import free_port
+
+    engine = Engine(make_settings(settings, tmp_path), pipeline_factory=lambda s: pipeline)
+    engine.start()
+    try:
+        job = engine.wait(engine.submit(speech_wav, "talk.wav", owner="alice").id, timeout=120)
+        media = tmp_path / "media"
+        write_playback(speech_wav, media / job.id, settings.audio, "talk.wav")
+        app = create_api(engine, engine.settings)  # the API's error envelope, as in the server
+        add_playback_route(app, engine, media, lambda request: request.headers.get("x-user"), logins_on=True)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.05)
+        try:
+            get = lambda user, job_id=job.id, **h: httpx.get(  # noqa: E731
+                f"{url}/ui/media/{job_id}", headers={**({"x-user": user} if user else {}), **h}, trust_env=False)
+            part = get("alice", Range="bytes=0-99")
+            assert part.status_code == 206 and len(part.content) == 100 and part.headers["content-type"] == "audio/flac"
+            assert get("alice").content == (media / job.id / "playback.flac").read_bytes()
+            other = get("bob")  # someone else's job: as if there were none
+            assert other.status_code == 404 and other.json()["error"]["code"] == "not_found"
+            assert get("alice", job_id="0" * 32).status_code == 404
+            assert get("alice", job_id="..%2F..%2Fetc").status_code == 404
+            assert get(None).status_code == 401
+        finally:
+            server.should_exit = True
+            thread.join(10)
+    finally:
+        engine.stop()

@@ -57,6 +57,8 @@ MAX_QUERY_CHARS = 200
 #: Completed jobs whose real-time factor the time estimates use (their median, per kind): a few,
 #: so that one odd job (a cold cache, a file of silence) does not swing them.
 RTF_WINDOW = 5
+#: A job's own pace estimates its time left only once this share is done (with no completed job to go by).
+OWN_PACE_AFTER = 0.05
 
 
 class Runner(Protocol):
@@ -292,6 +294,17 @@ class Engine:
 
     # ---- watching ---------------------------------------------------------------------------------
 
+    def has_job(self, job_id: str) -> bool:
+        """Whether the history has this job; True when it cannot tell (a database problem), so that a
+        caller cleaning up after deleted jobs never removes a live job's files."""
+        try:
+            self.store.get(job_id)
+        except JobNotFoundError:
+            return False
+        except AsrError:
+            return True
+        return True
+
     def get(self, job_id: str) -> JobRecord:
         with self._lock:
             live = self._live.get(job_id)
@@ -322,7 +335,7 @@ class Engine:
         recent = self._rtfs[job.kind]
         if recent and job.audio_s:
             return round(left * job.audio_s * statistics.median(recent), 1)
-        if job.progress > 0:
+        if job.progress >= OWN_PACE_AFTER:  # sooner, start-up costs make it hours for a minute of audio
             return round((time.perf_counter() - job.started) * left / job.progress, 1)
         return None
 

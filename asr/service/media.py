@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import soundfile as sf
@@ -59,3 +61,16 @@ def write_playback(source: Path, job_dir: Path, limits: AudioConfig, name: str |
         if close is not None:
             close()
     return target
+
+
+def remove_orphans(media: Path, job_exists: Callable[[str], bool]) -> int:
+    """Remove the playback audio of jobs the history no longer has (pruned by the retention limits while the
+    service ran, or deleted by hand); run at start. Returns how many went."""
+    removed = 0
+    for job_dir in media.iterdir() if media.is_dir() else ():
+        if job_dir.is_dir() and not job_exists(job_dir.name):
+            shutil.rmtree(job_dir, ignore_errors=True)
+            removed += 1
+    if removed:
+        logger.info("removed the playback audio of %d job(s) no longer in the history", removed)
+    return removed

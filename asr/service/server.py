@@ -94,7 +94,7 @@ def create_app(settings: Settings, ui: UiFactory, engine: Engine | None = None):
         UploadGuard,
         allowed_hosts,
     )
-    from asr.service.media import media_root
+    from asr.service.media import media_root, remove_orphans
     from asr.service.uploads import add_playback_route, add_ui_upload_route
 
     engine = engine or Engine(settings)
@@ -102,6 +102,8 @@ def create_app(settings: Settings, ui: UiFactory, engine: Engine | None = None):
     throttle = LoginThrottle(server.login_max_failures, server.login_max_wait_s)
     registry = UploadRegistry(cache / "gradio", results_dir(), settings.storage.ui_upload_ttl_s)
     engine.result_dirs.append(registry.results_dir)  # the UI's downloads of a job go when it is deleted
+    engine.result_dirs.append(media_root(settings))  # and its playback audio
+    remove_orphans(media_root(settings), engine.has_job)
     registry.start_sweeper(threading.Event())
     api = create_api(engine, settings, throttle)
     max_file = int(settings.audio.max_file_mb * 1024 * 1024)
