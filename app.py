@@ -36,6 +36,7 @@ logger = logging.getLogger("asr.app")
 AUDIO_TYPES = [".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus", ".webm", ".mp4", ".mkv", ".mov", ".amr", ".wma"]
 UI_FORMATS = ["srt", "vtt", "txt", "json"]
 POLL_S = 0.5
+SYSTEM_REFRESH_S = 5.0
 
 
 # ---- helpers shared by the tabs -------------------------------------------------------------
@@ -282,17 +283,51 @@ def history_rows(engine: Engine, owner: str | None, query: str = "") -> list[lis
     return rows
 
 
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def _duration(seconds: float) -> str:
+    minutes, s = divmod(int(seconds), 60)
+    hours, m = divmod(minutes, 60)
+    days, h = divmod(hours, 24)
+    return (f"{days} d " if days else "") + (f"{h} h " if days or h else "") + f"{m} min {s} s"
+
+
 def system_markdown(engine: Engine) -> str:
     status = engine.status()
+    cpu, memory, gpu, disk = (status.get(k) or {} for k in ("cpu", "memory", "gpu", "disk"))
     lines = [
-        f"- **ready**: {status['ready']}",
+        f"- **ready**: {status['ready']} · **version** {status.get('version', '?')} · "
+        f"**up** {_duration(status.get('uptime_s', 0))}",
         f"- **device**: {status.get('device', 'loading…')}",
         f"- **precision**: {status.get('precision', 'loading…')}",
+        f"- **logins**: {'on' if status.get('logins_on') else 'off (anyone who reaches the port can use it)'}",
+        f"- **jobs**: {status.get('jobs_completed', '?')} done, {status.get('jobs_failed', '?')} failed "
+        f"(in the history)",
         f"- **queue**: {status['queue_waiting']} waiting (max {status['queue_max_size']})",
         "- **workers**: " + ", ".join(f"#{w['index']} {w['state']}" + (f" (job {w['job'][:8]})" if w["job"] else "")
                                       for w in status["workers"]),
-        f"- **model load**: {status['load_seconds']} s, warm-up {status['warmup_seconds']} s",
     ]
+    if cpu:
+        load = " / ".join(f"{x:.2f}" for x in cpu.get("load") or [])
+        lines.append(f"- **CPU**: {cpu.get('usable', cpu.get('count'))} cores, load {load}, "
+                     f"this service {cpu.get('process_percent', 0):.0f} %")
+    if memory:
+        lines.append(f"- **memory**: {_size(memory.get('available_bytes'))} free of {_size(memory.get('total_bytes'))}, "
+                     f"this service {_size(memory.get('process_rss_bytes'))}")
+    if gpu:
+        lines.append(f"- **GPU memory**: {_size(gpu.get('used_bytes'))} used of {_size(gpu.get('total_bytes'))}")
+    for name, facts in disk.items():
+        lines.append(f"- **disk** ({name.replace('_', ' ')}): {_size(facts.get('free_bytes'))} free of "
+                     f"{_size(facts.get('total_bytes'))}")
+    lines.append(f"- **model load**: {status['load_seconds']} s, warm-up {status['warmup_seconds']} s")
     for role, model in status.get("models", {}).items():
         flag = " — **RANDOM WEIGHTS (test model)**" if model["random_weights"] else ""
         lines.append(f"- **{role}**: `{model['id']}` @ `{model['revision']}` ({model['class']}, "
@@ -693,9 +728,10 @@ def system_tab(tab: _Tab) -> Any:
     """What is loaded and how the workers are doing; returns the panel, for the page load."""
     gr = _gradio()
     with gr.Tab("System", id="system"):
-        system_refresh = gr.Button("Refresh")
         system_info = gr.Markdown()
-        system_refresh.click(lambda: system_markdown(tab.engine), None, system_info, api_visibility="private")
+        # refreshes itself; a Refresh button was easy to forget, and the numbers were stale
+        gr.Timer(SYSTEM_REFRESH_S).tick(lambda: system_markdown(tab.engine), None, system_info,
+                                        show_progress="hidden", api_visibility="private")
     return system_info
 
 
