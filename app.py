@@ -745,7 +745,7 @@ def build_ui(engine: Engine, settings: Settings, registry: Any):
     with gr.Blocks(title="Offline ASR", delete_cache=settings.server.delete_cache_s) as demo:
         gr.Markdown("## Offline speech recognition · Paraformer-large (中文)")
         banner = gr.Markdown()
-        with gr.Tabs():
+        with gr.Tabs(overflow_behavior="wrap"):  # "menu" hid History and System behind an unlabelled ⋯ on a phone
             transcribe_tab(tab)
             vad_tab(tab)
             history_table, refresh_history = history_tab(tab)

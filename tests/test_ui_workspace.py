@@ -15,6 +15,7 @@ import soundfile as sf
 
 from tests.test_ui_browser import (  # noqa: F401  (fixtures)
     JOB_MS,
+    SCREENSHOTS,
     audio_dir,
     context,
     made,
@@ -214,3 +215,30 @@ def test_history_search_and_delete(page, speech_file):
     expect(grid.get_by_role("gridcell", name="unique budget talk.wav", exact=True)).to_have_count(0)
     expect(history.locator("#history-workspace .ws-job")).to_have_count(0)
     assert page.request.get(media).status == 404, "its playback audio went with it"
+
+
+def test_on_a_phone_every_tab_is_reachable_and_the_result_scrolls_into_view(context, server, speech_file):
+    """At 390x844 Gradio hid History and System behind an unlabelled "⋯", and the result stayed below the
+    form, out of sight."""
+    from playwright.sync_api import expect
+
+    phone = context.browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
+                                        locale="en-US")
+    try:
+        page = phone.new_page()
+        page.goto(server.url + "/")
+        expect(page.get_by_text("RANDOM WEIGHTS").first).to_be_visible(timeout=JOB_MS)
+        for name in ("Transcribe", "VAD", "History", "System"):
+            expect(page.get_by_role("tab", name=name, exact=True)).to_be_visible()
+        page.get_by_role("tab", name="System", exact=True).tap()
+        expect(page.get_by_role("tabpanel")).to_contain_text("ready: True", timeout=JOB_MS)
+        page.get_by_role("tab", name="Transcribe", exact=True).tap()
+        upload_files(page, [speech_file("on the phone.wav")])
+        page.get_by_role("button", name="Transcribe", exact=True).tap()
+        wait_until_finished(page, 1)
+        result = page.locator("#workspace .ws-job").first
+        expect(result).to_be_in_viewport(timeout=10_000)
+        page.wait_for_timeout(800)  # the smooth scroll settles
+        page.screenshot(path=SCREENSHOTS / "phone.png", animations="disabled")  # what the phone shows, not the page
+    finally:
+        phone.close()
