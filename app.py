@@ -167,9 +167,9 @@ def _sentence_html(index: int, sentence, transcript: Transcript) -> str:
     )
 
 
-def _transcript_html(record: JobRecord, transcript: Transcript, playable: bool) -> str:
+def _transcript_html(record: JobRecord, transcript: Transcript, playback: Path | None) -> str:
     parts = []
-    if playable:
+    if playback is not None:
         parts.append(f'<audio controls preload="metadata" src="ui/media/{record.id}"></audio>')
     if transcript.speakers:
         chips = "".join(
@@ -184,9 +184,50 @@ def _transcript_html(record: JobRecord, transcript: Transcript, playable: bool) 
     return "".join(parts)
 
 
-def _segments_html(record: JobRecord, result: VadResult, playable: bool) -> str:
-    """Speech segments as the workspace's rows: click one to hear it."""
-    audio = f'<audio controls preload="metadata" src="ui/media/{record.id}"></audio>' if playable else ""
+TIMELINE_BARS = 400
+
+
+def waveform_peaks(path: Path, bars: int = TIMELINE_BARS) -> list[float]:
+    """The loudest sample of each of ``bars`` equal stretches of a playback file, read a block at a time."""
+    import soundfile as sf
+
+    with sf.SoundFile(path) as audio:
+        per_bar = max(1, -(-audio.frames // bars))
+        peaks = [float(abs(block).max()) if len(block) else 0.0
+                 for block in audio.blocks(blocksize=per_bar, dtype="float32")]
+    top = max(peaks, default=0.0) or 1.0
+    return [p / top for p in peaks]
+
+
+def timeline_svg(result: VadResult, peaks: list[float]) -> str:
+    """The waveform with the speech segments over it, as one SVG: a segment is a rectangle to click."""
+    width, height = 1000, 120
+    total_ms = max(1.0, result.duration_s * 1000)
+    step = width / max(1, len(peaks))
+    wave = "".join(
+        f'<rect x="{i * step:.1f}" y="{height / 2 - p * height * 0.45:.1f}" width="{max(step * 0.8, 0.5):.1f}" '
+        f'height="{max(p * height * 0.9, 0.5):.1f}" class="ws-wave"/>'
+        for i, p in enumerate(peaks)
+    )
+    segments = "".join(
+        f'<rect class="ws-seg" data-start="{seg.start_ms}" data-end="{seg.end_ms}" x="{seg.start_ms / total_ms * width:.1f}" '
+        f'y="0" width="{max(seg.duration_ms / total_ms * width, 1):.1f}" height="{height}">'
+        f'<title>speech {i + 1}: {clock(seg.start_ms)} → {clock(seg.end_ms)}</title></rect>'
+        for i, seg in enumerate(result.segments)
+    )
+    return (f'<svg class="ws-timeline" viewBox="0 0 {width} {height}" preserveAspectRatio="none" role="img" '
+            f'aria-label="speech segments over the waveform">{wave}{segments}</svg>')
+
+
+def _segments_html(record: JobRecord, result: VadResult, playback: Path | None) -> str:
+    """Speech segments as the workspace's rows, under the waveform with the segments on it: click one to hear it."""
+    audio = ""
+    if playback is not None:
+        audio = f'<audio controls preload="metadata" src="ui/media/{record.id}"></audio>'
+        try:
+            audio = timeline_svg(result, waveform_peaks(playback)) + audio
+        except (OSError, RuntimeError) as e:
+            logger.warning("job %s: no waveform (%s)", record.id, e)
     rows = "".join(
         f'<li class="ws-sentence" data-index="{i}" data-start="{seg.start_ms}" data-end="{seg.end_ms}">'
         f'<span class="ws-time">{clock(seg.start_ms)}</span><span class="ws-who"></span>'
@@ -197,9 +238,13 @@ def _segments_html(record: JobRecord, result: VadResult, playable: bool) -> str:
     return audio + (f'<ol class="ws-sentences">{rows}</ol>' if rows else "<p>(no speech found)</p>")
 
 
-def workspace_html(rows: list[FileRow], playable: Callable[[JobRecord], bool] = lambda r: False) -> str:
+def workspace_html(rows: list[FileRow], media: Path | None = None) -> str:
     """Every file of a batch as a card of its own: its progress while it runs; then its player and sentences,
     or its error, which stays next to it. Rendered here (escaped) and made live by static/workspace.js."""
+    def playback(record: JobRecord) -> Path | None:
+        path = playback_path(media / record.id) if media is not None else None
+        return path if path is not None and path.is_file() else None
+
     cards = []
     for row in rows:
         record = row.job
@@ -218,15 +263,16 @@ def workspace_html(rows: list[FileRow], playable: Callable[[JobRecord], bool] = 
                         '<div class="ws-tools"><button class="ws-cancel">Cancel</button></div>')
             elif record.state is JobState.COMPLETED and isinstance(record.result, Transcript):
                 status = f"done · {record.result.duration_s:.1f} s of audio"  # the RTF is in the timings line
-                body = _transcript_html(record, record.current, playable(record))
+                body = _transcript_html(record, record.current, playback(record))
             elif record.state is JobState.COMPLETED and isinstance(record.result, VadResult):
                 status = f"done · {len(record.result.segments)} speech segments in {record.result.duration_s:.1f} s"
-                body = _segments_html(record, record.result, playable(record))
+                body = _segments_html(record, record.result, playback(record))
             else:
                 status = record.state.value
                 body = f'<p class="ws-error" role="alert">{html.escape(record.error or record.state.value)}</p>'
         cards.append(
-            f'<section class="ws-job" data-job="{job_id}" data-state="{state}" data-active="{str(active).lower()}">'
+            f'<section class="ws-job" data-job="{job_id}" data-kind="{record.kind.value if record else ""}" '
+            f'data-state="{state}" data-active="{str(active).lower()}">'
             f'<header><span class="ws-file">{html.escape(row.name)}</span><span class="ws-kind">{kind}</span>'
             f'<span class="ws-status">{html.escape(status)}</span></header>{body}</section>'
         )
@@ -375,6 +421,36 @@ class _Tab:
         return getattr(request, "username", None) if self.settings.server.auth else None
 
 
+def keep_for_playback(media: Path, path: Path, job: JobRecord) -> None:
+    """The upload, kept beside the job until its playback copy is made (the job has its own copy)."""
+    target = media / job.id / ("source" + Path(path).suffix.lower())
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copyfile(path, target)
+    except OSError as e:
+        logger.warning("job %s: no playback copy (%s)", job.id, e)
+
+
+def finish_playback(media: Path, record: JobRecord, settings: Settings) -> bool:
+    """Once the job has ended: its playback audio from the kept upload if it completed, else nothing left."""
+    job_dir = media / record.id
+    sources = list(job_dir.glob("source.*")) if job_dir.is_dir() else []
+    try:
+        if record.state is JobState.COMPLETED and sources:
+            write_playback(sources[0], job_dir, settings.audio, record.filename)
+        elif not playback_path(job_dir).is_file():
+            shutil.rmtree(job_dir, ignore_errors=True)
+    except (AsrError, OSError) as e:
+        logger.warning("job %s: no playback copy (%s)", record.id, e)
+    finally:
+        for source in sources:
+            source.unlink(missing_ok=True)
+    return playback_path(job_dir).is_file()
+
+
 def _arguments(data: Any, count: int) -> list[Any]:
     """A workspace call's arguments: static/workspace.js passes them as one list, which Gradio hands over."""
     if not isinstance(data, list) or len(data) != count:
@@ -470,33 +546,6 @@ def transcribe_tab(tab: _Tab) -> None:
 
     media = media_root(settings)
 
-    def keep_for_playback(path: Path, job: JobRecord) -> None:
-        """The upload, kept beside the job until its playback copy is made (the job has its own copy)."""
-        target = media / job.id / ("source" + Path(path).suffix.lower())
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(path, target)
-            except OSError:
-                shutil.copyfile(path, target)
-        except OSError as e:
-            logger.warning("job %s: no playback copy (%s)", job.id, e)
-
-    def finish_playback(record: JobRecord) -> bool:
-        job_dir = media / record.id
-        sources = list(job_dir.glob("source.*")) if job_dir.is_dir() else []
-        try:
-            if record.state is JobState.COMPLETED and sources:
-                write_playback(sources[0], job_dir, settings.audio, record.filename)
-            elif not playback_path(job_dir).is_file():
-                shutil.rmtree(job_dir, ignore_errors=True)
-        except (AsrError, OSError) as e:
-            logger.warning("job %s: no playback copy (%s)", record.id, e)
-        finally:
-            for source in sources:
-                source.unlink(missing_ok=True)
-        return playback_path(job_dir).is_file()
-
     # inputs order must match handler signature
     def transcribe(files, recording, punctuate, formats, itn, speakers, num_speakers, hotwords,
                    request: gr.Request):
@@ -520,7 +569,7 @@ def transcribe_tab(tab: _Tab) -> None:
         for path, name in names.items():
             try:
                 job = engine.submit(path, name, JobKind.TRANSCRIBE, options, owner=tab.user_of(request))
-                keep_for_playback(path, job)
+                keep_for_playback(media, path, job)
                 rows.append(FileRow(name, job))
             except EngineBusyError as e:
                 rows.append(FileRow(name, refused=f"not queued: {e}"))
@@ -536,7 +585,9 @@ def transcribe_tab(tab: _Tab) -> None:
                 break
             yield gr.skip(), gr.skip(), workspace_html(rows), gr.skip(), gr.skip(), gr.skip()
             time.sleep(POLL_S)
-        playable = {r.job.id for r in rows if r.job is not None and finish_playback(r.job)}
+        for row in rows:
+            if row.job is not None:
+                finish_playback(media, row.job, settings)
         texts, files, notes = [], [], []
         done = [r.job for r in rows if r.job is not None and r.job.state is JobState.COMPLETED]
         for record in done:
@@ -551,7 +602,7 @@ def transcribe_tab(tab: _Tab) -> None:
                                           tab.user_of(request))[-1])  # the ZIP of them all
             except AsrError as e:
                 notes.append(f"⚠️ {e}")
-        board = workspace_html(rows, lambda r: r.id in playable)
+        board = workspace_html(rows, media)
         full_text = "\n\n".join(transcript_text(r.result) for r in done)
         yield full_text, "\n\n".join(texts), board, files, "\n\n".join(notes), ",".join(r.id for r in done)
         if not done:
@@ -610,26 +661,34 @@ def vad_tab(tab: _Tab) -> None:
     gr = _gradio()
     engine, settings, registry = tab.engine, tab.settings, tab.registry
 
-    def detect(file, request: gr.Request, progress=gr.Progress()):
+    media = media_root(settings)
+
+    def detect(file, request: gr.Request):
         if not file:
             raise user_error("Upload a file first.")
         path = Path(file)
+        name = getattr(file, "orig_name", None) or path.name
         try:
-            job = engine.submit(path, getattr(file, "orig_name", None) or path.name, JobKind.VAD,
-                                owner=tab.user_of(request))
+            job = engine.submit(path, name, JobKind.VAD, owner=tab.user_of(request))
+            keep_for_playback(media, path, job)
         except Exception as e:
             raise friendly(e) from None
         finally:
             registry.discard(path)
-        record = wait_for(engine, [job], progress)[0]
+        while not (record := engine.get(job.id)).state.finished:
+            yield gr.skip(), gr.skip(), gr.skip(), workspace_html([FileRow(name, record)])
+            time.sleep(POLL_S)
+        finish_playback(media, record, settings)
+        board = workspace_html([FileRow(name, record)], media)
         if record.state is not JobState.COMPLETED:
+            yield gr.skip(), gr.skip(), gr.skip(), board
             raise user_error(record.error or f"{record.filename}: {record.state.value}")
         rows = [[i + 1, format_timestamp(s.start_ms, "."), format_timestamp(s.end_ms, "."), round(s.duration_ms / 1000, 3)]
                 for i, s in enumerate(record.result.segments)]
         summary = (f"**{len(rows)} speech segments** in {record.result.duration_s:.1f} s of audio "
                    f"(VAD took {record.result.timings.total_s:.2f} s)")
         written, problem = result_files_or_note(record, ["csv"], settings, registry)
-        return rows, written, summary + (f"  \n{problem}" if problem else "")
+        yield rows, written, summary + (f"  \n{problem}" if problem else ""), board
 
     with gr.Tab("VAD", id="vad"):
         with gr.Row():
@@ -638,11 +697,12 @@ def vad_tab(tab: _Tab) -> None:
                 vad_run = gr.Button("Find speech", variant="primary")
             with gr.Column():
                 vad_summary = gr.Markdown()
+                vad_board = workspace_board(tab, "vad-workspace")  # the waveform, the segments on it, a player
                 vad_table = gr.Dataframe(headers=["#", "start", "end", "duration (s)"], interactive=False,
                                          label="Speech segments")
                 vad_csv = gr.File(label="CSV", file_count="multiple", interactive=False)
-        vad_run.click(detect, [vad_file], [vad_table, vad_csv, vad_summary], concurrency_id="engine",
-                      api_visibility="private")
+        vad_run.click(detect, [vad_file], [vad_table, vad_csv, vad_summary, vad_board], show_progress="hidden",
+                      concurrency_id="engine", api_visibility="private")
 
 
 def history_tab(tab: _Tab) -> tuple[Any, Callable[[str, Any], Any]]:
@@ -664,8 +724,7 @@ def history_tab(tab: _Tab) -> tuple[Any, Callable[[str, Any], Any]]:
             raise friendly(e) from None
         if settings.server.auth and record.owner != tab.user_of(request):
             raise user_error("No such job.")
-        board = workspace_html([FileRow(record.filename, record)],
-                               lambda r: playback_path(media / r.id).is_file())
+        board = workspace_html([FileRow(record.filename, record)], media)
         if record.state is not JobState.COMPLETED:
             return board, f"{record.filename}: {record.state.value} — {record.error or ''}", [], "", job_id
         if isinstance(record.result, VadResult):

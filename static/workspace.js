@@ -19,10 +19,12 @@ function showProblem(job, message) {
   box.hidden = !message;
 }
 
-function seek(sentence) {
+function seek(sentence, stopAtEnd = false) {
+  // A speech segment (VAD) plays to its end and stops; a sentence plays on, as a reader expects.
   const audio = player(card(sentence));
   if (!audio) return;
   audio.currentTime = Number(sentence.dataset.start) / 1000;
+  audio.dataset.stopAt = stopAtEnd ? sentence.dataset.end : "";
   audio.play().catch(() => {});
 }
 
@@ -30,11 +32,15 @@ function follow(audio) {
   // The sentence under the playhead is highlighted, and kept in view while it plays.
   const job = card(audio);
   const now = audio.currentTime * 1000;
+  if (audio.dataset.stopAt && now >= Number(audio.dataset.stopAt)) {
+    audio.dataset.stopAt = "";
+    audio.pause();
+  }
   let current = null;
-  for (const s of job.querySelectorAll(".ws-sentence")) {
+  for (const s of job.querySelectorAll(".ws-sentence, .ws-seg")) {
     const on = now >= Number(s.dataset.start) && now < Number(s.dataset.end);
     s.classList.toggle("ws-playing", on);
-    if (on) current = s;
+    if (on && s.matches(".ws-sentence")) current = s;
   }
   if (current && !audio.paused && !current.matches(":hover")) {
     current.scrollIntoView({ block: "nearest" });
@@ -119,8 +125,13 @@ element.addEventListener("click", async (event) => {
     await server.cancel_jobs([ids]);
     return;
   }
+  const segment = target.closest(".ws-seg");
+  if (segment) {
+    seek(segment, true);
+    return;
+  }
   const sentence = target.closest(".ws-sentence");
-  if (sentence && !editing(target)) seek(sentence);
+  if (sentence && !editing(target)) seek(sentence, card(sentence).dataset.kind === "vad");
 });
 
 element.addEventListener("keydown", (event) => {

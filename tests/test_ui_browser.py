@@ -454,6 +454,20 @@ def test_vad_tab_finds_the_three_sentences(page, speech_file, made):
     assert body.ok
     table = list(csv.DictReader(io.StringIO(body.text())))
     assert len(table) == len(rows) and table[0]["start"] == rows[0][1]
+
+    # the picture: the segments over the waveform, one rectangle each; a click plays that segment and stops
+    segments = tab.locator("#vad-workspace svg.ws-timeline rect.ws-seg")
+    expect(segments).to_have_count(len(rows))
+    assert tab.locator("#vad-workspace svg.ws-timeline rect.ws-wave").count() > 100
+    page.wait_for_function("document.querySelector('#vad-workspace audio').readyState >= 1")
+    second = segments.nth(1)
+    start_s, end_s = (int(second.get_attribute(a)) / 1000 for a in ("data-start", "data-end"))
+    second.click()
+    page.wait_for_function("!document.querySelector('#vad-workspace audio').paused")
+    expect(second).to_have_class(re.compile("ws-playing"))
+    page.wait_for_function("document.querySelector('#vad-workspace audio').paused", timeout=STEP_MS)
+    stopped = tab.locator("#vad-workspace audio").evaluate("a => a.currentTime")
+    assert end_s - 0.05 <= stopped <= end_s + 0.6, (start_s, end_s, stopped)
     screenshot(page, "vad")
 
 
@@ -478,7 +492,7 @@ def test_history_lists_the_jobs_and_opens_one(page, server, speech_file, made):
     rows = grid_rows(grid)
     # columns: time, file, type, duration (s), state, RTF, id; the type in words, so VAD and transcript
     # jobs of the same file tell apart
-    kinds = {"transcribe": "transcript", "vad": "speech segments"}
+    kinds = {"transcribe": "transcript", "vad": "speech segments (VAD)"}
     for name, kind in made:
         matching = [r for r in rows if r[1] == name and r[2] == kinds[kind]]
         assert matching, f"{name} ({kind}) is not in the history: {rows}"
