@@ -802,7 +802,9 @@ def build_ui(engine: Engine, settings: Settings, registry: Any):
     gr = _gradio()
     tab = _Tab(engine, settings, registry)
     with gr.Blocks(title="Offline ASR", delete_cache=settings.server.delete_cache_s) as demo:
-        gr.Markdown("## Offline speech recognition · Paraformer-large (中文)")
+        with gr.Row(equal_height=True):
+            gr.Markdown("## Offline speech recognition · Paraformer-large (中文)")
+            signed_in = gr.Markdown(elem_id="signed-in", visible=bool(settings.server.auth))
         banner = gr.Markdown()
         with gr.Tabs(overflow_behavior="wrap"):  # "menu" hid History and System behind an unlabelled ⋯ on a phone
             transcribe_tab(tab)
@@ -816,9 +818,12 @@ def build_ui(engine: Engine, settings: Settings, registry: Any):
                 warning = "⚠️ **Test models with RANDOM WEIGHTS are loaded: transcripts are meaningless.**"
             elif not engine.ready.is_set():
                 warning = "⏳ The service is loading its models; transcription starts when they are ready."
-            return warning, refresh_history("", request), system_markdown(engine)
+            user = tab.user_of(request)
+            # "logout" is relative, so that it stays under server.root_path behind a proxy
+            who = f"Signed in as **{html.escape(user)}** · [Log out](logout)" if user else ""
+            return warning, refresh_history("", request), system_markdown(engine), who
 
-        demo.load(on_load, None, [banner, history_table, system_info], api_visibility="private")
+        demo.load(on_load, None, [banner, history_table, system_info, signed_in], api_visibility="private")
     return demo
 
 
