@@ -292,8 +292,9 @@ def test_unwritable_result_files_still_show_the_finished_transcript_in_the_ui(se
             outcome = run_event(server.url, "transcribe",
                                 [[file_data(ui_upload(server.url, speech_wav, "talk.wav"))], None, True, ["srt"], True, False, 0, ""])
         assert outcome.success, outcome
-        text, sentences, _, downloads, notes = outcome.output  # _: the speaker view (no speakers here)
+        text, sentences, board, downloads, notes, _ = outcome.output  # _: the ids on the board
         assert text and sentences and not downloads
+        assert 'data-state="completed"' in board and "ws-sentence" in board  # the transcript is on its card
         assert "download files could not be written" in notes and "History" in notes
         assert engine.jobs()[0].state is JobState.COMPLETED
 
