@@ -23,7 +23,7 @@ from asr.atomic import write_atomic
 from asr.config import Settings
 from asr.core.options import build_options, hotwords_available, speakers_available
 from asr.core.writers import VAD_WRITERS, WRITERS, format_timestamp, render, render_zip
-from asr.errors import AsrError, EngineBusyError, storage_error
+from asr.errors import AsrError, EngineBusyError, LoginRequiredError, storage_error
 from asr.service.edits import SentenceEdit
 from asr.service.engine import Engine
 from asr.service.jobs import JobKind, JobRecord, JobState
@@ -418,7 +418,26 @@ class _Tab:
     registry: Any  # asr.service.uploads.UploadRegistry
 
     def user_of(self, request: Any) -> str | None:
-        return getattr(request, "username", None) if self.settings.server.auth else None
+        """The signed-in user (None with logins off); raises LoginRequiredError with logins on and no user."""
+        if not self.settings.server.auth:
+            return None
+        user = getattr(request, "username", None) or _cookie_user(request)
+        if user is None:
+            raise LoginRequiredError("log in first")
+        return user
+
+
+def _cookie_user(request: Any) -> str | None:
+    """The user of the login cookie. Gradio 6.31 fills in ``username`` for queued events only; the calls of a
+    component's server functions (the workspace's edits and cancels) come without it, and without this every
+    one of them would run as nobody in particular, on anyone's job."""
+    raw = request if hasattr(request, "cookies") else getattr(request, "request", None)  # Starlette's, or gr's
+    app = raw.scope.get("app") if raw is not None else None
+    tokens, cookie_id = getattr(app, "tokens", None), getattr(app, "cookie_id", None)
+    if not isinstance(tokens, dict) or cookie_id is None:
+        return None
+    token = raw.cookies.get(f"access-token-{cookie_id}") or raw.cookies.get(f"access-token-unsecure-{cookie_id}")
+    return tokens.get(token)
 
 
 def keep_for_playback(media: Path, path: Path, job: JobRecord) -> None:

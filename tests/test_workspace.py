@@ -691,3 +691,45 @@ def test_playback_route_serves_ranges_to_the_jobs_owner_only(settings, tmp_path,
             thread.join(10)
     finally:
         engine.stop()
+
+
+def test_the_workspace_calls_from_the_page_check_whose_job_it_is(settings, tmp_path, pipeline, speech_wav):
+    """The page's own calls (Gradio's component_server: save an edit, rename, cancel) bypass the queue, so each
+    checks the signed-in user: bob cannot edit or cancel alice's job; alice can edit hers."""
+    import httpx
+
+    from tests.test_api import Server
+
+    s = make_settings(settings, tmp_path)
+    s = s.model_copy(update={"server": s.server.model_copy(update={"auth": ["alice:alice-pass", "bob:bob-pass"]})})
+    engine = Engine(s, pipeline_factory=lambda _: pipeline)
+    with Server(s, engine) as srv:
+        engine.start()
+        job = engine.wait(engine.submit(speech_wav, "alice.wav", owner="alice").id, timeout=120)
+        assert job.state is JobState.COMPLETED
+
+        def signed_in(user: str) -> httpx.Client:
+            client = httpx.Client(base_url=srv.url, trust_env=False, timeout=60)
+            assert client.post("/login", data={"username": user, "password": f"{user}-pass"}).status_code == 200
+            return client
+
+        def call(client: httpx.Client, fn: str, data: list) -> dict:
+            config = client.get("/config").json()
+            board = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "workspace")
+            answer = client.post("/gradio_api/component_server", json={
+                "data": data, "component_id": board["id"], "fn_name": fn, "session_hash": "probe"})
+            assert answer.status_code == 200, answer.text[:300]
+            return answer.json()
+
+        bob, alice = signed_in("bob"), signed_in("alice")
+        assert "error" in call(bob, "save_sentence", [job.id, 0, "bob was here", None])
+        assert "error" in call(bob, "rename_speaker", [job.id, 0, "Bob"])
+        assert engine.get(job.id).edited is None
+        assert call(alice, "save_sentence", [job.id, 0, "爱丽丝改的。", None]) == {"text": "爱丽丝改的。"}
+        assert engine.get(job.id).current.sentences[0].text == "爱丽丝改的。"
+        assert "error" in call(alice, "save_sentence", [job.id, 99999, "no such sentence", None])
+        assert call(alice, "save_sentence", ["not", "enough"]) == {"error": call(alice, "save_sentence", [1])["error"]}
+        anonymous = httpx.Client(base_url=srv.url, trust_env=False)
+        assert anonymous.post("/gradio_api/component_server", json={
+            "data": [job.id, 0, "x", None], "component_id": 1, "fn_name": "save_sentence",
+            "session_hash": "probe"}).status_code in (401, 403)
