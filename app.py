@@ -11,6 +11,7 @@ nothing in the package imports this module.
 import html
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -119,8 +120,11 @@ class FileRow:
 
 
 def clean_text(text: str) -> str:
-    """What a reader sees: FunASR's ``<unk>`` (which the sentences and subtitles already drop) removed."""
-    return " ".join(text.replace("<unk>", " ").split()) if "<unk>" in text else text
+    """What a reader sees: FunASR's ``<unk>`` (which the sentences and subtitles already drop) removed, with
+    no space left where it was between Chinese characters."""
+    if "<unk>" not in text:
+        return text
+    return re.sub(" {2,}", " ", text.replace("<unk>", "")).strip()
 
 
 def transcript_text(transcript: Transcript) -> str:

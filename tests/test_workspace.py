@@ -733,3 +733,15 @@ def test_the_workspace_calls_from_the_page_check_whose_job_it_is(settings, tmp_p
         assert anonymous.post("/gradio_api/component_server", json={
             "data": [job.id, 0, "x", None], "component_id": 1, "fn_name": "save_sentence",
             "session_hash": "probe"}).status_code in (401, 403)
+
+
+def test_the_ui_text_has_no_unk_as_the_sentences_and_subtitles_have_none():
+    """FunASR's text keeps <unk> where a token is unknown; the Text box showed it, the sentences did not."""
+    from app import clean_text, sentences_text, transcript_text
+    from asr.types import Sentence, Transcript
+
+    sentences = (Sentence("我们<unk>开会。", 0, 900), Sentence("<unk>", 900, 1000), Sentence("好的。", 1000, 1500))
+    transcript = Transcript(text="我们<unk>开会。<unk>好的。", sentences=sentences, segments=(), duration_s=1.5)
+    assert transcript_text(transcript) == "我们开会。好的。"
+    assert "<unk>" not in sentences_text(transcript)
+    assert clean_text("the <unk> budget") == "the budget"
