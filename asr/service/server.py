@@ -94,6 +94,7 @@ def create_app(settings: Settings, ui: UiFactory, engine: Engine | None = None):
         UploadGuard,
         allowed_hosts,
     )
+    from asr.service.login_page import add_login_page
     from asr.service.media import media_root, remove_orphans
     from asr.service.uploads import add_playback_route, add_ui_upload_route
 
@@ -162,6 +163,8 @@ def create_app(settings: Settings, ui: UiFactory, engine: Engine | None = None):
     event_names = {fn.api_name for fn in demo.fns.values() if fn.api_name}
     app.add_middleware(GradioRequestGuard, known_session=lambda s: s in demo._queue.pending_messages_per_session,
                        known_event=event_names.__contains__)
+    if server.auth:  # our login page in place of Gradio's; it logs in through Gradio's /login, behind LoginGuard
+        add_login_page(app, ui_user, server.root_path)
     app.add_middleware(LoginGuard, throttle=throttle)
     app.add_middleware(HostGuard, hosts=allowed_hosts(server.host, server.allowed_hosts),
                        allowed_origins=tuple(server.allowed_origins))
