@@ -827,7 +827,7 @@ def build_ui(engine: Engine, settings: Settings, registry: Any):
     with gr.Blocks(title="Offline ASR", delete_cache=settings.server.delete_cache_s) as demo:
         with gr.Row(equal_height=True):
             gr.Markdown("## Offline speech recognition · Paraformer-large (中文)")
-            signed_in = gr.Markdown(elem_id="signed-in", visible=bool(settings.server.auth))
+            signed_in = gr.HTML(elem_id="signed-in", visible=bool(settings.server.auth))
         banner = gr.Markdown()
         with gr.Tabs(overflow_behavior="wrap"):  # "menu" hid History and System behind an unlabelled ⋯ on a phone
             transcribe_tab(tab)
@@ -842,8 +842,11 @@ def build_ui(engine: Engine, settings: Settings, registry: Any):
             elif not engine.ready.is_set():
                 warning = "⏳ The service is loading its models; transcription starts when they are ready."
             user = tab.user_of(request)
-            # "logout" is relative, so that it stays under server.root_path behind a proxy
-            who = f"Signed in as **{html.escape(user)}** · [Log out](logout)" if user else ""
+            # relative, so that it stays under server.root_path behind a proxy; this browser only (Gradio's
+            # default ends the user's sessions everywhere, which a login shared by a team would feel)
+            # (an HTML link: Gradio's Markdown opens links in a new tab, which would leave this one signed in)
+            who = (f'Signed in as <b>{html.escape(user)}</b> · '
+                   '<a href="logout?all_session=false" target="_self">Log out</a>') if user else ""
             return warning, refresh_history("", request), system_markdown(engine), who
 
         demo.load(on_load, None, [banner, history_table, system_info, signed_in], api_visibility="private")

@@ -169,7 +169,9 @@ def test_logout_brings_the_login_page_back(open_page, server):
     expect_login_page(page)
     sign_in(page, USER, PASSWORD)
     expect_app(page)
-    page.goto(server.url + "/logout")  # what the header's "log out" link points at
+    header = page.locator("#signed-in")
+    expect(header).to_contain_text(f"Signed in as {USER}")  # who you are, once in
+    header.get_by_role("link", name="Log out").click()
     expect_login_page(page)
     assert page.url == server.url + "/"  # Gradio's /logout redirected to the root
     assert not session_cookies(page)
