@@ -14,7 +14,7 @@ from asr.core.pipeline import Pipeline
 from asr.service.engine import OWN_PACE_AFTER, Engine
 from asr.service.jobs import JobKind, JobState
 from asr.types import TranscribeOptions
-from tests.test_engine import GatedPipeline, make_settings
+from tests.test_engine import engine, gated, make_settings  # noqa: F401  (fixtures)
 
 
 class WatchedPipeline:
@@ -46,19 +46,6 @@ class WatchedPipeline:
         return self.pipeline.detect_speech(path, progress=self._watched(path.parent.name, progress), name=name)
 
 
-@pytest.fixture
-def gated(pipeline):
-    return GatedPipeline(pipeline)
-
-
-@pytest.fixture
-def engine(settings, tmp_path, gated):
-    engine = Engine(make_settings(settings, tmp_path, max_size=2), pipeline_factory=lambda s: gated)
-    engine.start()
-    yield engine
-    gated.gate.set()
-    engine.stop()
-    engine.store.close()
 
 
 @pytest.fixture
