@@ -298,23 +298,6 @@ def timings_markdown(record: JobRecord) -> str:
     )
 
 
-def wait_for(engine: Engine, jobs: list[JobRecord], progress) -> list[JobRecord]:
-    """Poll until every job has finished, reporting queue position and stage."""
-    total = len(jobs)
-    while True:
-        records = [engine.get(j.id) for j in jobs]
-        pending = [r for r in records if not r.state.finished]
-        if not pending:
-            return records
-        current = pending[0]
-        done = total - len(pending)
-        if current.state is JobState.QUEUED:
-            progress((done) / total, desc=f"{current.filename}: waiting in queue (position {current.queue_position})")
-        else:
-            progress((done + current.progress) / total, desc=f"{current.filename}: {current.stage}")
-        time.sleep(POLL_S)
-
-
 HISTORY_HEADERS = ["time", "file", "type", "duration (s)", "state", "RTF", "id"]
 
 

@@ -417,7 +417,9 @@ def test_a_ui_upload_is_removed_once_its_job_has_its_copy_or_when_it_expires(set
     from tests.gradio_events import upload as ui_upload
 
     s = make_settings(settings, tmp_path)
-    s = s.model_copy(update={"storage": s.storage.model_copy(update={"ui_upload_ttl_s": 2.0})})
+    # long enough for the first of two jobs (and its playback copy) to finish on a loaded machine before the
+    # second is sent: 2 s was, until the player's copy made a UI job a little longer
+    s = s.model_copy(update={"storage": s.storage.model_copy(update={"ui_upload_ttl_s": 8.0})})
     engine = Engine(s, pipeline_factory=lambda _: pipeline)
     with Server(s, engine) as srv:
         engine.start()
