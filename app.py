@@ -418,13 +418,10 @@ def _cookie_user(request: Any) -> str | None:
     """The user of the login cookie. Gradio 6.31 fills in ``username`` for queued events only; the calls of a
     component's server functions (the workspace's edits and cancels) come without it, and without this every
     one of them would run as nobody in particular, on anyone's job."""
+    from asr.service.server import session_user
+
     raw = request if hasattr(request, "cookies") else getattr(request, "request", None)  # Starlette's, or gr's
-    app = raw.scope.get("app") if raw is not None else None
-    tokens, cookie_id = getattr(app, "tokens", None), getattr(app, "cookie_id", None)
-    if not isinstance(tokens, dict) or cookie_id is None:
-        return None
-    token = raw.cookies.get(f"access-token-{cookie_id}") or raw.cookies.get(f"access-token-unsecure-{cookie_id}")
-    return tokens.get(token)
+    return session_user(raw.scope.get("app"), raw) if raw is not None else None
 
 
 def keep_for_playback(media: Path, path: Path, job: JobRecord) -> None:
@@ -517,6 +514,22 @@ def workspace_board(tab: _Tab, elem_id: str):
                    css_template=(STATIC / "workspace.css").read_text(), server_functions=workspace_functions(tab))
 
 
+def write_zip(records: list[JobRecord], formats: list[str], settings: Settings, registry: Any) -> str:
+    """One ZIP of the current (edited) version of every finished job of a board, in ``formats`` (VAD jobs in
+    theirs); raises the storage errors write_result_files does."""
+    results = [(Path(r.filename).stem or "audio", r.current) for r in records]
+    wanted = set(formats) | (set(VAD_WRITERS) if any(isinstance(r.result, VadResult) for r in records) else set())
+    bundle = render_zip(results, sorted(wanted), settings.output, "transcripts")
+    path = registry.results_dir / f"zip-{records[0].id}" / bundle.filename
+    try:
+        write_atomic(path, bundle.body)
+    except OSError as e:
+        raise storage_error(e, "the ZIP could not be written (the transcripts are saved in History)",
+                            path.parent) from e
+    registry.add_result(path)
+    return str(path)
+
+
 def export_files(engine: Engine, job_ids: str, formats: list[str], settings: Settings, registry: Any,
                  owner: str | None) -> list[str]:
     """Download files of the jobs on a board, from their current (edited) version, plus one ZIP of them all
@@ -531,17 +544,7 @@ def export_files(engine: Engine, job_ids: str, formats: list[str], settings: Set
         kinds = formats if isinstance(record.result, Transcript) else list(VAD_WRITERS)
         paths.extend(write_result_files(record, kinds, settings, registry))
     if len(paths) > 1:
-        results = [(Path(r.filename).stem or "audio", r.current) for r in records]
-        wanted = sorted({f for f in formats} | (set(VAD_WRITERS) if any(isinstance(r.result, VadResult) for r in records) else set()))
-        bundle = render_zip(results, wanted, settings.output, "transcripts")
-        path = registry.results_dir / f"zip-{records[0].id}" / bundle.filename
-        try:
-            write_atomic(path, bundle.body)
-        except OSError as e:
-            raise storage_error(e, "the ZIP could not be written (the transcripts are saved in History)",
-                                path.parent) from e
-        registry.add_result(path)
-        paths.append(str(path))
+        paths.append(write_zip(records, formats, settings, registry))
     return paths
 
 
@@ -604,8 +607,7 @@ def transcribe_tab(tab: _Tab) -> None:
             notes.append(timings_markdown(record) + (f"  \n{problem}" if problem else ""))
         if len(done) > 1:
             try:
-                files.append(export_files(engine, ",".join(r.id for r in done), formats, settings, registry,
-                                          tab.user_of(request))[-1])  # the ZIP of them all
+                files.append(write_zip(done, formats, settings, registry))  # the files are written above
             except AsrError as e:
                 notes.append(f"⚠️ {e}")
         board = workspace_html(rows, media)

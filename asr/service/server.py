@@ -58,6 +58,16 @@ def load_ui(settings: Settings) -> UiFactory:
     return module.build_ui
 
 
+def session_user(gradio_app: Any, request: Any) -> str | None:
+    """The user of the UI's login cookie on ``request`` (Gradio's App keeps the sessions); None without one."""
+    tokens, cookie_id = getattr(gradio_app, "tokens", None), getattr(gradio_app, "cookie_id", None)
+    if not isinstance(tokens, dict) or cookie_id is None:
+        return None
+    token = (request.cookies.get(f"access-token-{cookie_id}")
+             or request.cookies.get(f"access-token-unsecure-{cookie_id}"))
+    return tokens.get(token)
+
+
 def results_dir() -> Path:
     """Files the UI offers for download live in Gradio's own temp dir, which it serves and sweeps."""
     root = Path(os.environ.get("GRADIO_TEMP_DIR") or "/tmp/gradio") / "results"
@@ -111,11 +121,7 @@ def create_app(settings: Settings, ui: UiFactory, engine: Engine | None = None):
     gradio_app: list[Any] = []
 
     def ui_user(request: Any) -> str | None:
-        """The user of the UI's login cookie (Gradio keeps the sessions)."""
-        app = gradio_app[0]
-        token = (request.cookies.get(f"access-token-{app.cookie_id}")
-                 or request.cookies.get(f"access-token-unsecure-{app.cookie_id}"))
-        return app.tokens.get(token)
+        return session_user(gradio_app[0], request)
 
     # Before the mount, so that it answers in place of Gradio's own upload route.
     add_ui_upload_route(api, registry, max_file, ui_user, logins_on=bool(server.auth))
