@@ -7,6 +7,7 @@ Real tiny models, real files, real SQLite; the API over real HTTP (its routes on
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -732,3 +733,24 @@ def test_the_ui_text_has_no_unk_as_the_sentences_and_subtitles_have_none():
     assert transcript_text(transcript) == "我们开会。好的。"
     assert "<unk>" not in sentences_text(transcript)
     assert clean_text("the <unk> budget") == "the budget"
+
+
+def test_a_batch_from_the_ui_gets_one_zip_of_every_file(settings, tmp_path, pipeline, speech_wav):
+    import zipfile
+
+    from tests.gradio_events import file_data, run_event
+    from tests.gradio_events import upload as ui_upload
+    from tests.test_api import Server
+
+    s = make_settings(settings, tmp_path)
+    engine = Engine(s, pipeline_factory=lambda _: pipeline)
+    with Server(s, engine) as srv:
+        engine.start()
+        files = [file_data(ui_upload(srv.url, speech_wav, name)) for name in ("one.wav", "two.wav")]
+        outcome = run_event(srv.url, "transcribe", [files, None, True, ["srt", "txt"], True, False, 0, ""])
+        assert outcome.success, outcome
+        downloads = [d["path"] if isinstance(d, dict) else d for d in outcome.output[3]]
+        assert sorted(Path(p).name for p in downloads) == ["one.srt", "one.txt", "transcripts.zip", "two.srt",
+                                                           "two.txt"]
+        archive = next(p for p in downloads if p.endswith(".zip"))
+        assert sorted(zipfile.ZipFile(archive).namelist()) == ["one.srt", "one.txt", "two.srt", "two.txt"]
