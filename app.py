@@ -27,9 +27,12 @@ from asr.core.writers import VAD_WRITERS, WRITERS, format_timestamp, render, ren
 from asr.errors import AsrError, EngineBusyError, LoginRequiredError, storage_error
 from asr.service.edits import SentenceEdit
 from asr.service.engine import Engine
+from asr.service.error_text import localize
 from asr.service.jobs import JobKind, JobRecord, JobState
+from asr.service.language import Language, headers_language
 from asr.service.media import media_root, playback_path, write_playback
 from asr.service.stages import kind_name, stage_name
+from asr.service.ui_text import UI_TEXT, ui_text
 from asr.types import Transcript, VadResult
 
 logger = logging.getLogger("asr.app")
@@ -55,12 +58,44 @@ def user_error(message: str) -> Exception:
     return _gradio().Error(message, duration=None, print_exception=False)
 
 
-def friendly(error: BaseException) -> Exception:
-    """An AsrError's own message for the user; anything else is logged and kept vague."""
+def static_text(key: str) -> Any:
+    """A label, button or placeholder that Gradio's client shows in the page's language (asr.service.ui_text)."""
+    from gradio.i18n import I18nData
+
+    if key not in UI_TEXT:
+        raise KeyError(key)  # here, at build time, not as a raw key in someone's browser
+    return I18nData(key)
+
+
+def language_of(request: Any) -> Language:
+    """The language this request's page is in: the switch's cookie, else the browser's (asr.service.language)."""
+    headers = getattr(request, "headers", None)
+    if headers is None:
+        headers = getattr(getattr(request, "request", None), "headers", None) or {}
+    return headers_language({str(k).lower(): v for k, v in dict(headers).items()})
+
+
+def error_message(error: BaseException, language: Language) -> str:
+    """What the user reads for ``error``: an AsrError's message in ``language``; anything else is logged and
+    kept vague."""
     if isinstance(error, AsrError):
-        return user_error(str(error))
+        return localize(str(error), error.code, language)
     logger.exception("unexpected error in the UI", exc_info=error)
-    return user_error("Internal error while handling this request; the details are in the service log.")
+    return ui_text("error.internal", language)
+
+
+def friendly(error: BaseException, language: Language = "en") -> Exception:
+    """error_message as the gr.Error a handler raises."""
+    return user_error(error_message(error, language))
+
+
+def job_error(record: JobRecord, language: Language) -> str:
+    """A failed job's stored message (English, as the API gives it) in ``language``."""
+    return localize(record.error, record.error_code, language) if record.error else state_text(record.state, language)
+
+
+def state_text(state: JobState, language: Language) -> str:
+    return ui_text(f"state.{state.value}", language)
 
 
 def write_result_files(record: JobRecord, formats: list[str], settings: Settings, registry: Any) -> list[str]:
@@ -83,16 +118,17 @@ def write_result_files(record: JobRecord, formats: list[str], settings: Settings
     return paths
 
 
-def result_files_or_note(record: JobRecord, formats: list[str], settings: Settings, registry: Any) -> tuple[list[str], str]:
+def result_files_or_note(record: JobRecord, formats: list[str], settings: Settings, registry: Any,
+                         language: Language = "en") -> tuple[list[str], str]:
     """The download files, or none and the reason, so that a finished transcript is still shown."""
     try:
         return write_result_files(record, formats, settings, registry), ""
     except AsrError as e:
         logger.error("job %s: %s", record.id, e)
-        return [], f"⚠️ {e}"
+        return [], f"⚠️ {error_message(e, language)}"
 
 
-def sentences_text(transcript: Transcript) -> str:
+def sentences_text(transcript: Transcript, language: Language = "en") -> str:
     def speaker(s) -> str:
         name = transcript.speaker_name(s)
         return f"{name}: " if name else ""
@@ -101,7 +137,7 @@ def sentences_text(transcript: Transcript) -> str:
         f"[{format_timestamp(s.start_ms, '.')} → {format_timestamp(s.end_ms, '.')}] {speaker(s)}{clean_text(s.text)}"
         for s in transcript.sentences
     ]
-    return "\n".join(lines) if lines else "(no speech found)"
+    return "\n".join(lines) if lines else ui_text("card.no_speech", language)
 
 
 #: Speaker colours, distinct on light and dark backgrounds (Okabe-Ito, colour-blind safe).
@@ -140,18 +176,18 @@ def clock(ms: int) -> str:
     return f"{hours}:{minutes:02d}:{seconds}" if hours else f"{minutes}:{seconds}"
 
 
-def _progress_line(record: JobRecord) -> str:
+def _progress_line(record: JobRecord, language: Language) -> str:
     if record.state is JobState.QUEUED and record.queue_position:
-        return f"waiting in queue (position {record.queue_position})"
-    stage = stage_name(record.stage or "starting")
+        return ui_text("card.waiting", language, position=record.queue_position)
+    stage = stage_name(record.stage or "starting", language)
     line = f"{stage} · {record.progress:.0%}"
     eta = record.eta_s
     if eta is not None:
-        line += f" · about {max(1, round(eta))} s left"
+        line += " · " + ui_text("card.eta", language, seconds=max(1, round(eta)))
     return line
 
 
-def _sentence_html(index: int, sentence, transcript: Transcript) -> str:
+def _sentence_html(index: int, sentence, transcript: Transcript, language: Language) -> str:
     speaker = ""
     if transcript.speakers:
         options = "".join(
@@ -159,7 +195,8 @@ def _sentence_html(index: int, sentence, transcript: Transcript) -> str:
             for k, name in enumerate(transcript.speakers)
         )
         colour = SPEAKER_COLOURS[(sentence.speaker or 0) % len(SPEAKER_COLOURS)]
-        speaker = f'<select class="ws-who" aria-label="speaker" style="color:{colour}">{options}</select>'
+        speaker = (f'<select class="ws-who" aria-label="{ui_text("card.speaker", language)}" '
+                   f'style="color:{colour}">{options}</select>')
     else:
         speaker = '<span class="ws-who"></span>'  # keeps the grid's columns
     return (
@@ -167,11 +204,12 @@ def _sentence_html(index: int, sentence, transcript: Transcript) -> str:
         f' data-speaker="{sentence.speaker if sentence.speaker is not None else ""}">'
         f'<span class="ws-time">{clock(sentence.start_ms)}</span>{speaker}'
         f'<span class="ws-text">{html.escape(clean_text(sentence.text))}</span>'
-        f'<button class="ws-edit" title="edit" aria-label="edit sentence {index + 1}">✎</button></li>'
+        f'<button class="ws-edit" title="{ui_text("card.edit", language)}" '
+        f'aria-label="{ui_text("card.edit_sentence", language, number=index + 1)}">✎</button></li>'
     )
 
 
-def _transcript_html(record: JobRecord, transcript: Transcript, playback: Path | None) -> str:
+def _transcript_html(record: JobRecord, transcript: Transcript, playback: Path | None, language: Language) -> str:
     parts = []
     if playback is not None:
         parts.append(f'<audio controls preload="metadata" src="ui/media/{record.id}"></audio>')
@@ -179,12 +217,13 @@ def _transcript_html(record: JobRecord, transcript: Transcript, playback: Path |
         chips = "".join(
             f'<span class="ws-chip" style="color:{SPEAKER_COLOURS[k % len(SPEAKER_COLOURS)]}">'
             f'<span class="ws-name-of" data-speaker="{k}">{html.escape(name)}</span>'
-            f'<button class="ws-rename" title="rename" aria-label="rename {html.escape(name)}">✎</button></span>'
+            f'<button class="ws-rename" title="{ui_text("card.rename", language)}" '
+            f'aria-label="{html.escape(ui_text("card.rename_speaker", language, name=name))}">✎</button></span>'
             for k, name in enumerate(transcript.speakers)
         )
         parts.append(f'<div class="ws-speakers">{chips}</div>')
-    rows = "".join(_sentence_html(i, s, transcript) for i, s in enumerate(transcript.sentences))
-    parts.append(f'<ol class="ws-sentences">{rows}</ol>' if rows else "<p>(no speech found)</p>")
+    rows = "".join(_sentence_html(i, s, transcript, language) for i, s in enumerate(transcript.sentences))
+    parts.append(f'<ol class="ws-sentences">{rows}</ol>' if rows else f"<p>{ui_text('card.no_speech', language)}</p>")
     return "".join(parts)
 
 
@@ -203,7 +242,7 @@ def waveform_peaks(path: Path, bars: int = TIMELINE_BARS) -> list[float]:
     return [p / top for p in peaks]
 
 
-def timeline_svg(result: VadResult, peaks: list[float]) -> str:
+def timeline_svg(result: VadResult, peaks: list[float], language: Language = "en") -> str:
     """The waveform with the speech segments over it, as one SVG: a segment is a rectangle to click."""
     width, height = 1000, 120
     total_ms = max(1.0, result.duration_s * 1000)
@@ -216,33 +255,37 @@ def timeline_svg(result: VadResult, peaks: list[float]) -> str:
     segments = "".join(
         f'<rect class="ws-seg" data-start="{seg.start_ms}" data-end="{seg.end_ms}" x="{seg.start_ms / total_ms * width:.1f}" '
         f'y="0" width="{max(seg.duration_ms / total_ms * width, 1):.1f}" height="{height}">'
-        f'<title>speech {i + 1}: {clock(seg.start_ms)} → {clock(seg.end_ms)}</title></rect>'
+        f'<title>{_segment_words(i, seg, language)}</title></rect>'
         for i, seg in enumerate(result.segments)
     )
     return (f'<svg class="ws-timeline" viewBox="0 0 {width} {height}" preserveAspectRatio="none" role="img" '
-            f'aria-label="speech segments over the waveform">{wave}{segments}</svg>')
+            f'aria-label="{ui_text("card.timeline", language)}">{wave}{segments}</svg>')
 
 
-def _segments_html(record: JobRecord, result: VadResult, playback: Path | None) -> str:
+def _segment_words(index: int, segment, language: Language) -> str:
+    return ui_text("card.segment", language, number=index + 1, start=clock(segment.start_ms), end=clock(segment.end_ms))
+
+
+def _segments_html(record: JobRecord, result: VadResult, playback: Path | None, language: Language) -> str:
     """Speech segments as the workspace's rows, under the waveform with the segments on it: click one to hear it."""
     audio = ""
     if playback is not None:
         audio = f'<audio controls preload="metadata" src="ui/media/{record.id}"></audio>'
         try:
-            audio = timeline_svg(result, waveform_peaks(playback)) + audio
+            audio = timeline_svg(result, waveform_peaks(playback), language) + audio
         except (OSError, RuntimeError) as e:
             logger.warning("job %s: no waveform (%s)", record.id, e)
     rows = "".join(
         f'<li class="ws-sentence" data-index="{i}" data-start="{seg.start_ms}" data-end="{seg.end_ms}">'
         f'<span class="ws-time">{clock(seg.start_ms)}</span><span class="ws-who"></span>'
-        f'<span class="ws-text">speech {i + 1}: {clock(seg.start_ms)} → {clock(seg.end_ms)} '
-        f'({seg.duration_ms / 1000:.1f} s)</span><span></span></li>'
+        f'<span class="ws-text">{_segment_words(i, seg, language)} '
+        f'({ui_text("card.segment_seconds", language, seconds=seg.duration_ms / 1000)})</span><span></span></li>'
         for i, seg in enumerate(result.segments)
     )
-    return audio + (f'<ol class="ws-sentences">{rows}</ol>' if rows else "<p>(no speech found)</p>")
+    return audio + (f'<ol class="ws-sentences">{rows}</ol>' if rows else f"<p>{ui_text('card.no_speech', language)}</p>")
 
 
-def workspace_html(rows: list[FileRow], media: Path | None = None) -> str:
+def workspace_html(rows: list[FileRow], media: Path | None = None, language: Language = "en") -> str:
     """Every file of a batch as a card of its own: its progress while it runs; then its player and sentences,
     or its error, which stays next to it. Rendered here (escaped) and made live by static/workspace.js."""
     def playback(record: JobRecord) -> Path | None:
@@ -253,27 +296,30 @@ def workspace_html(rows: list[FileRow], media: Path | None = None) -> str:
     for row in rows:
         record = row.job
         if record is None:
-            state, status, body = "refused", "not transcribed", f'<p class="ws-error" role="alert">{html.escape(row.refused)}</p>'
+            state, status = "refused", ui_text("card.refused", language)
+            body = f'<p class="ws-error" role="alert">{html.escape(row.refused)}</p>'
             kind, job_id, active = "", "", False
         else:
             state, job_id, active = record.state.value, record.id, not record.state.finished
-            kind = kind_name(record.kind.value)
+            kind = kind_name(record.kind.value, language)
             if active:
-                status = "queued" if record.state is JobState.QUEUED else "running"
+                status = state_text(record.state, language)
                 width = 0 if record.state is JobState.QUEUED else round(100 * record.progress)
                 body = (f'<div class="ws-progress" role="progressbar" aria-valuenow="{width}" aria-valuemin="0" '
                         f'aria-valuemax="100"><div class="ws-bar" style="width:{width}%"></div>'
-                        f'<span>{html.escape(_progress_line(record))}</span></div>'
-                        '<div class="ws-tools"><button class="ws-cancel">Cancel</button></div>')
+                        f'<span>{html.escape(_progress_line(record, language))}</span></div>'
+                        f'<div class="ws-tools"><button class="ws-cancel">{ui_text("card.cancel", language)}</button></div>')
             elif record.state is JobState.COMPLETED and isinstance(record.result, Transcript):
-                status = f"done · {record.result.duration_s:.1f} s of audio"  # the RTF is in the timings line
-                body = _transcript_html(record, record.current, playback(record))
+                # the RTF is in the timings line
+                status = ui_text("card.done_transcript", language, duration=record.result.duration_s)
+                body = _transcript_html(record, record.current, playback(record), language)
             elif record.state is JobState.COMPLETED and isinstance(record.result, VadResult):
-                status = f"done · {len(record.result.segments)} speech segments in {record.result.duration_s:.1f} s"
-                body = _segments_html(record, record.result, playback(record))
+                status = ui_text("card.done_vad", language, count=len(record.result.segments),
+                                 duration=record.result.duration_s)
+                body = _segments_html(record, record.result, playback(record), language)
             else:
-                status = record.state.value
-                body = f'<p class="ws-error" role="alert">{html.escape(record.error or record.state.value)}</p>'
+                status = state_text(record.state, language)
+                body = f'<p class="ws-error" role="alert">{html.escape(job_error(record, language))}</p>'
         cards.append(
             f'<section class="ws-job" data-job="{job_id}" data-kind="{record.kind.value if record else ""}" '
             f'data-state="{state}" data-active="{str(active).lower()}">'
@@ -281,39 +327,48 @@ def workspace_html(rows: list[FileRow], media: Path | None = None) -> str:
             f'<span class="ws-status">{html.escape(status)}</span></header>{body}</section>'
         )
     if sum(1 for r in rows if r.job is not None and not r.job.state.finished) > 1:
-        cards.insert(0, '<div class="ws-tools"><button class="ws-cancel-all">Cancel all</button></div>')
+        cards.insert(0, f'<div class="ws-tools"><button class="ws-cancel-all">{ui_text("card.cancel_all", language)}'
+                        '</button></div>')
     return "".join(cards)
 
 
-def timings_markdown(record: JobRecord) -> str:
+def timings_markdown(record: JobRecord, language: Language = "en") -> str:
     t = record.timings
     if t is None or record.result is None:
         return ""
-    return (
-        f"**{record.filename}** — audio {record.result.duration_s:.1f} s, wall {t.total_s:.2f} s, "
-        f"**RTF {record.rtf:.4f}**  \n"
-        f"decode {t.decode_s:.2f} s · VAD {t.vad_s:.2f} s · ASR {t.asr_s:.2f} s · punctuation {t.punc_s:.2f} s"
-        + (f" · speakers {t.speakers_s:.2f} s" if t.speakers_s else "")
-        + (f" · ITN {t.itn_s:.2f} s" if t.itn_s else "")
-    )
+    stages = [("decode", t.decode_s), ("vad", t.vad_s), ("asr", t.asr_s), ("punc", t.punc_s)]
+    stages += [(key, seconds) for key, seconds in (("spk", t.speakers_s), ("itn", t.itn_s)) if seconds]
+    return (ui_text("timings.head", language, file=record.filename, audio=record.result.duration_s, wall=t.total_s,
+                    rtf=record.rtf) + "  \n"
+            + " · ".join(ui_text(f"timings.{key}", language, seconds=seconds) for key, seconds in stages))
 
 
-HISTORY_HEADERS = ["time", "file", "type", "duration (s)", "state", "RTF", "id"]
+HISTORY_COLUMNS = ("time", "file", "type", "duration", "state", "rtf", "id")
 
 
-def history_rows(engine: Engine, owner: str | None, query: str = "") -> list[list[Any]]:
+def history_headers(language: Language = "en") -> list[str]:
+    return [ui_text(f"history.col.{column}", language) for column in HISTORY_COLUMNS]
+
+
+def history_rows(engine: Engine, owner: str | None, query: str = "", language: Language = "en") -> list[list[Any]]:
     rows = []
     for r in engine.jobs(limit=200, owner=owner, **({"query": query} if query else {})):
+        failed = r.error and r.state is not JobState.COMPLETED
         rows.append([
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at)),
             r.filename,
-            kind_name(r.kind.value),
+            kind_name(r.kind.value, language),
             f"{r.duration_s:.1f}" if r.duration_s else "",
-            r.state.value + (f" ({r.error})" if r.error and r.state is not JobState.COMPLETED else ""),
+            state_text(r.state, language) + (f" ({job_error(r, language)})" if failed else ""),
             f"{r.rtf:.4f}" if r.rtf is not None else "",
             r.id,
         ])
     return rows
+
+
+def history_table_value(engine: Engine, owner: str | None, query: str = "", language: Language = "en") -> dict:
+    """The History's table with its headers in ``language`` (Gradio's client translates no table headers)."""
+    return {"headers": history_headers(language), "data": history_rows(engine, owner, query, language)}
 
 
 def _size(n: int | None) -> str:
@@ -326,45 +381,62 @@ def _size(n: int | None) -> str:
     return f"{n:.1f} TB"
 
 
-def _duration(seconds: float) -> str:
+def _duration(seconds: float, language: Language = "en") -> str:
     minutes, s = divmod(int(seconds), 60)
     hours, m = divmod(minutes, 60)
     days, h = divmod(hours, 24)
-    return (f"{days} d " if days else "") + (f"{h} h " if days or h else "") + f"{m} min {s} s"
+    return ui_text("system.duration", language, days=ui_text("system.days", language, n=days) if days else "",
+                   hours=ui_text("system.hours", language, n=h) if days or h else "", minutes=m, seconds=s)
 
 
-def system_markdown(engine: Engine) -> str:
+def system_markdown(engine: Engine, language: Language = "en") -> str:
     status = engine.status()
     cpu, memory, gpu, disk = (status.get(k) or {} for k in ("cpu", "memory", "gpu", "disk"))
+
+    def say(key: str, **params: Any) -> str:
+        return ui_text(key, language, **params)
+
+    def fact(key: str, value: str) -> str:
+        return f"- **{say(key)}**: {value}"
+
+    loading = say("system.loading")
+    workers = ", ".join(
+        f"#{w['index']} " + (say(f"system.worker.{w['state']}") if f"system.worker.{w['state']}" in UI_TEXT
+                             else w["state"])
+        + (f" ({say('system.worker_job', job=w['job'][:8])})" if w["job"] else "")
+        for w in status["workers"])
     lines = [
-        f"- **ready**: {status['ready']} · **version** {status.get('version', '?')} · "
-        f"**up** {_duration(status.get('uptime_s', 0))}",
-        f"- **device**: {status.get('device', 'loading…')}",
-        f"- **precision**: {status.get('precision', 'loading…')}",
-        f"- **logins**: {'on' if status.get('logins_on') else 'off (anyone who reaches the port can use it)'}",
-        f"- **jobs**: {status.get('jobs_completed', '?')} done, {status.get('jobs_failed', '?')} failed "
-        f"(in the history)",
-        f"- **queue**: {status['queue_waiting']} waiting (max {status['queue_max_size']})",
-        "- **workers**: " + ", ".join(f"#{w['index']} {w['state']}" + (f" (job {w['job'][:8]})" if w["job"] else "")
-                                      for w in status["workers"]),
+        f"- **{say('system.ready')}**: {say('system.yes') if status['ready'] else say('system.no')} · "
+        f"**{say('system.version')}** {status.get('version', '?')} · "
+        f"**{say('system.up')}** {_duration(status.get('uptime_s', 0), language)}",
+        fact("system.device", str(status.get("device", loading))),
+        fact("system.precision", str(status.get("precision", loading))),
+        fact("system.logins", say("system.logins_on") if status.get("logins_on") else say("system.logins_off")),
+        fact("system.jobs", say("system.jobs_done", done=status.get("jobs_completed", "?"),
+                                failed=status.get("jobs_failed", "?"))),
+        fact("system.queue", say("system.queue_waiting", waiting=status["queue_waiting"], max=status["queue_max_size"])),
+        fact("system.workers", workers),
     ]
     if cpu:
         load = " / ".join(f"{x:.2f}" for x in cpu.get("load") or [])
-        lines.append(f"- **CPU**: {cpu.get('usable', cpu.get('count'))} cores, load {load}, "
-                     f"this service {cpu.get('process_percent', 0):.0f} %")
+        lines.append(fact("system.cpu", say("system.cpu_facts", cores=cpu.get("usable", cpu.get("count")), load=load,
+                                            percent=cpu.get("process_percent", 0))))
     if memory:
-        lines.append(f"- **memory**: {_size(memory.get('available_bytes'))} free of {_size(memory.get('total_bytes'))}, "
-                     f"this service {_size(memory.get('process_rss_bytes'))}")
+        lines.append(fact("system.memory", say("system.memory_facts", free=_size(memory.get("available_bytes")),
+                                               total=_size(memory.get("total_bytes")),
+                                               rss=_size(memory.get("process_rss_bytes")))))
     if gpu:
-        lines.append(f"- **GPU memory**: {_size(gpu.get('used_bytes'))} used of {_size(gpu.get('total_bytes'))}")
+        lines.append(fact("system.gpu", say("system.gpu_facts", used=_size(gpu.get("used_bytes")),
+                                            total=_size(gpu.get("total_bytes")))))
     for name, facts in disk.items():
-        lines.append(f"- **disk** ({name.replace('_', ' ')}): {_size(facts.get('free_bytes'))} free of "
-                     f"{_size(facts.get('total_bytes'))}")
-    lines.append(f"- **model load**: {status['load_seconds']} s, warm-up {status['warmup_seconds']} s")
+        lines.append(f"- **{say('system.disk', name=name.replace('_', ' '))}**: "
+                     + say("system.disk_facts", free=_size(facts.get("free_bytes")), total=_size(facts.get("total_bytes"))))
+    lines.append(fact("system.model_load", say("system.model_load_facts", load=status["load_seconds"],
+                                               warmup=status["warmup_seconds"])))
     for role, model in status.get("models", {}).items():
-        flag = " — **RANDOM WEIGHTS (test model)**" if model["random_weights"] else ""
+        flag = f" — **{say('system.random')}**" if model["random_weights"] else ""
         lines.append(f"- **{role}**: `{model['id']}` @ `{model['revision']}` ({model['class']}, "
-                     f"{model['parameters_m']} M params){flag}  \n  `{model['path']}`")
+                     f"{say('system.params', millions=model['parameters_m'])}){flag}  \n  `{model['path']}`")
     return "\n".join(lines)
 
 
@@ -384,8 +456,10 @@ def upload_box(**kwargs: Any):
 
     def process_single_file(f):
         if box.file_types and not client_utils.is_valid_file(f.path, box.file_types):
-            raise user_error(f"Invalid file type. Please upload a file that is one of these formats: "
-                         f"{box.file_types}")
+            from gradio.context import LocalContext  # the event's request: a preprocess is given none
+
+            language = language_of(LocalContext.request.get(None))
+            raise user_error(ui_text("error.file_type", language, types=", ".join(box.file_types)))
         path = NamedString(f.path)
         # The user's own name for the file, which the stored name may lack characters of:
         # messages and the history then name it as the API and the CLI do.
@@ -454,10 +528,14 @@ def finish_playback(media: Path, record: JobRecord, settings: Settings) -> bool:
     return playback_path(job_dir).is_file()
 
 
+class _NotUnderstood(Exception):
+    """A workspace call whose arguments are not what static/workspace.js sends."""
+
+
 def _arguments(data: Any, count: int) -> list[Any]:
     """A workspace call's arguments: static/workspace.js passes them as one list, which Gradio hands over."""
     if not isinstance(data, list) or len(data) != count:
-        raise user_error("This request from the page is not understood; reload the page.")
+        raise _NotUnderstood()
     return data
 
 
@@ -468,41 +546,51 @@ def workspace_functions(tab: _Tab) -> list[Callable[..., Any]]:
     engine = tab.engine
 
     def save_sentence(data: Any, request: gr.Request) -> dict[str, Any]:
+        language = language_of(request)
         try:
             job_id, index, text, speaker = _arguments(data, 4)
             record = engine.edit_transcript(
                 str(job_id), [SentenceEdit(index=int(index), text=text, speaker=speaker)], owner=tab.user_of(request))
             return {"text": clean_text(record.current.sentences[int(index)].text)}
-        except (AsrError, ValueError, TypeError) as e:
-            return {"error": str(e) if isinstance(e, AsrError) else "This edit is not understood."}
+        except _NotUnderstood:
+            return {"error": ui_text("error.not_understood", language)}
+        except (ValueError, TypeError):
+            return {"error": ui_text("error.edit_not_understood", language)}
         except Exception as e:
-            return {"error": str(friendly(e))}
+            return {"error": error_message(e, language)}
 
     def rename_speaker(data: Any, request: gr.Request) -> dict[str, Any]:
+        language = language_of(request)
         try:
             job_id, speaker, name = _arguments(data, 3)
             owner = tab.user_of(request)
             names = list(engine.owned(str(job_id), owner).current.speakers)
             if not isinstance(speaker, int) or not 0 <= speaker < len(names):
-                return {"error": "There is no such speaker in this transcript."}
+                return {"error": ui_text("error.no_such_speaker", language)}
             names[speaker] = name
             record = engine.edit_transcript(str(job_id), (), names, owner=owner)
             return {"name": record.current.speakers[speaker]}
-        except AsrError as e:
-            return {"error": str(e)}
+        except _NotUnderstood:
+            return {"error": ui_text("error.not_understood", language)}
         except Exception as e:
-            return {"error": str(friendly(e))}
+            return {"error": error_message(e, language)}
 
     def cancel_jobs(data: Any, request: gr.Request) -> dict[str, str]:
-        ids = _arguments(data, 1)[0]
-        owner = tab.user_of(request)
+        language = language_of(request)
+        try:
+            ids = _arguments(data, 1)[0]
+            owner = tab.user_of(request)
+        except _NotUnderstood:
+            return {"error": ui_text("error.not_understood", language)}
+        except AsrError as e:
+            return {"error": error_message(e, language)}
         for job_id in ids if isinstance(ids, list) else []:
             try:
                 engine.owned(str(job_id), owner)
                 engine.cancel(str(job_id))
             except AsrError as e:
                 if len(ids) == 1:
-                    return {"error": str(e)}
+                    return {"error": error_message(e, language)}
         return {}
 
     return [save_sentence, rename_speaker, cancel_jobs]
@@ -558,9 +646,10 @@ def transcribe_tab(tab: _Tab) -> None:
     # inputs order must match handler signature
     def transcribe(files, recording, punctuate, formats, itn, speakers, num_speakers, hotwords,
                    request: gr.Request):
+        language = language_of(request)
         given = list(files or []) + ([recording] if recording else [])
         if not given:
-            raise user_error("Upload a file or record from the microphone first.")
+            raise user_error(ui_text("error.nothing_given", language))
         names = {Path(f): getattr(f, "orig_name", None) or Path(f).name for f in files or []}
         if recording:
             names[Path(recording)] = time.strftime("recording %Y-%m-%d %H-%M-%S.wav")
@@ -573,7 +662,7 @@ def transcribe_tab(tab: _Tab) -> None:
         except AsrError as e:
             for path in names:
                 registry.discard(path)
-            raise friendly(e) from None
+            raise friendly(e, language) from None
         rows: list[FileRow] = []
         for path, name in names.items():
             try:
@@ -581,18 +670,17 @@ def transcribe_tab(tab: _Tab) -> None:
                 keep_for_playback(media, path, job)
                 rows.append(FileRow(name, job))
             except EngineBusyError as e:
-                rows.append(FileRow(name, refused=f"not queued: {e}"))
-            except AsrError as e:
-                rows.append(FileRow(name, refused=str(e)))  # the file's own message, as the API and CLI give it
-            except Exception as e:
-                rows.append(FileRow(name, refused=str(friendly(e))))
+                rows.append(FileRow(name, refused=ui_text("card.not_queued", language,
+                                                          reason=error_message(e, language))))
+            except Exception as e:  # an AsrError: the file's own message, as the API and CLI give it
+                rows.append(FileRow(name, refused=error_message(e, language)))
             finally:
                 registry.discard(path)  # the job has its own copy (or the file was refused)
         while True:
             rows = [replace(r, job=engine.get(r.job.id)) if r.job else r for r in rows]
             if all(r.job is None or r.job.state.finished for r in rows):
                 break
-            yield gr.skip(), gr.skip(), workspace_html(rows), gr.skip(), gr.skip(), gr.skip()
+            yield gr.skip(), gr.skip(), workspace_html(rows, language=language), gr.skip(), gr.skip(), gr.skip()
             time.sleep(POLL_S)
         for row in rows:
             if row.job is not None:
@@ -601,70 +689,78 @@ def transcribe_tab(tab: _Tab) -> None:
         done = [r.job for r in rows if r.job is not None and r.job.state is JobState.COMPLETED]
         for record in done:
             header = f"### {record.filename}\n" if len(rows) > 1 else ""
-            texts.append(header + sentences_text(record.result))
-            written, problem = result_files_or_note(record, formats, settings, registry)
+            texts.append(header + sentences_text(record.result, language))
+            written, problem = result_files_or_note(record, formats, settings, registry, language)
             files.extend(written)
-            notes.append(timings_markdown(record) + (f"  \n{problem}" if problem else ""))
+            notes.append(timings_markdown(record, language) + (f"  \n{problem}" if problem else ""))
         if len(done) > 1:
             try:
                 files.append(write_zip(done, formats, settings, registry))  # the files are written above
             except AsrError as e:
-                notes.append(f"⚠️ {e}")
-        board = workspace_html(rows, media)
+                notes.append(f"⚠️ {error_message(e, language)}")
+        board = workspace_html(rows, media, language)
         full_text = "\n\n".join(transcript_text(r.result) for r in done)
         yield full_text, "\n\n".join(texts), board, files, "\n\n".join(notes), ",".join(r.id for r in done)
         if not done:
             # Nothing to read: the errors also come up as a message, as they did (each stays on its card too).
             raise user_error(" / ".join(
-                (r.job.error or f"{r.name}: {r.job.state.value}") if r.job else r.refused for r in rows))
+                (job_error(r.job, language) if r.job.error else ui_text(
+                    "error.job_ended", language, file=r.name, state=state_text(r.job.state, language)))
+                if r.job else r.refused for r in rows))
 
-    with gr.Tab("Transcribe", id="transcribe"):
+    t = static_text
+    with gr.Tab(t("tab.transcribe"), id="transcribe"):
         with gr.Row():
             with gr.Column():
-                files = upload_box(label="Audio or video files", file_count="multiple", file_types=AUDIO_TYPES)
-                recording = gr.Audio(label="…or record", sources=["microphone"], type="filepath", format="wav")
+                files = upload_box(label=t("transcribe.files"), file_count="multiple", file_types=AUDIO_TYPES)
+                recording = gr.Audio(label=t("transcribe.record"), sources=["microphone"], type="filepath",
+                                     format="wav")
                 with gr.Row():
-                    punctuate = gr.Checkbox(label="Punctuation", value=True)
-                    itn = gr.Checkbox(label="Numbers as digits (ITN)", value=True,
-                                      info="一百二十三 → 123, 百分之五 → 5%")
+                    punctuate = gr.Checkbox(label=t("transcribe.punctuation"), value=True)
+                    itn = gr.Checkbox(label=t("transcribe.itn"), value=True, info=t("transcribe.itn_info"))
                 spk_ok, hot_ok = speakers_available(settings), hotwords_available(settings)
                 with gr.Row():
-                    speakers = gr.Checkbox(label="Speaker labels", value=False, interactive=spk_ok,
-                                           info=None if spk_ok else "needs models.profile: vad+asr+punc+spk")
+                    speakers = gr.Checkbox(label=t("transcribe.speakers"), value=False, interactive=spk_ok,
+                                           info=None if spk_ok else t("transcribe.speakers_off"))
                     # no minimum/maximum here: build_options checks the count, with the message the API gives
-                    num_speakers = gr.Number(label="Speakers (0 = find out)", value=0, precision=0,
+                    num_speakers = gr.Number(label=t("transcribe.num_speakers"), value=0, precision=0,
                                              interactive=spk_ok)
-                hotwords = gr.Textbox(label="Hotwords", lines=2, interactive=hot_ok,
-                                      placeholder="names and jargon, separated by spaces or new lines",
-                                      info=None if hot_ok else "needs models.asr_model: seaco")
-                formats = gr.CheckboxGroup(UI_FORMATS, value=["srt", "txt"], label="Files to download")
-                run = gr.Button("Transcribe", variant="primary", elem_id="transcribe-button")
+                hotwords = gr.Textbox(label=t("transcribe.hotwords"), lines=2, interactive=hot_ok,
+                                      placeholder=t("transcribe.hotwords_hint"),
+                                      info=None if hot_ok else t("transcribe.hotwords_off"))
+                formats = gr.CheckboxGroup(UI_FORMATS, value=["srt", "txt"], label=t("transcribe.formats"))
+                run = gr.Button(t("transcribe.run"), variant="primary", elem_id="transcribe-button")
             with gr.Column():
                 board = workspace_board(tab, "workspace")
                 board_jobs = gr.Textbox(visible=False)  # the ids on the board, for Export
-                downloads = gr.File(label="Downloads", file_count="multiple", interactive=False)
-                export = gr.Button("Export the edited version", size="sm")
+                downloads = gr.File(label=t("transcribe.downloads"), file_count="multiple", interactive=False)
+                export = gr.Button(t("transcribe.export"), size="sm")
                 timings = gr.Markdown()
-                text = gr.Textbox(label="Text", lines=6, buttons=["copy"])
-                sentences = gr.Textbox(label="Sentences with timestamps", lines=10)
+                text = gr.Textbox(label=t("transcribe.text"), lines=6, buttons=["copy"])
+                sentences = gr.Textbox(label=t("transcribe.sentences"), lines=10)
         # No progress overlay: each file's card shows its own (Gradio drew one on every output).
         run.click(transcribe, [files, recording, punctuate, formats, itn, speakers, num_speakers, hotwords],
                   [text, sentences, board, downloads, timings, board_jobs], show_progress="hidden",
                   concurrency_id="engine", api_visibility="private")
 
         def export_edited(job_ids: str, formats: list[str], request: gr.Request):
+            language = language_of(request)
             if not job_ids:
-                raise user_error("Transcribe something first.")
+                raise user_error(ui_text("error.transcribe_first", language))
             chosen = [f for f in (formats or []) if f in WRITERS] or ["srt"]
             try:
                 return export_files(engine, job_ids, chosen, settings, registry, tab.user_of(request))
             except AsrError as e:
-                raise friendly(e) from None
+                raise friendly(e, language) from None
 
         export.click(export_edited, [board_jobs, formats], downloads, api_visibility="private")
 
 
-def vad_tab(tab: _Tab) -> None:
+def vad_headers(language: Language = "en") -> list[str]:
+    return [ui_text(f"vad.col.{column}", language) for column in ("number", "start", "end", "duration")]
+
+
+def vad_tab(tab: _Tab) -> Any:
     """Speech segments only, as a table and a CSV."""
     gr = _gradio()
     engine, settings, registry = tab.engine, tab.settings, tab.registry
@@ -672,45 +768,50 @@ def vad_tab(tab: _Tab) -> None:
     media = media_root(settings)
 
     def detect(file, request: gr.Request):
+        language = language_of(request)
         if not file:
-            raise user_error("Upload a file first.")
+            raise user_error(ui_text("error.upload_first", language))
         path = Path(file)
         name = getattr(file, "orig_name", None) or path.name
         try:
             job = engine.submit(path, name, JobKind.VAD, owner=tab.user_of(request))
             keep_for_playback(media, path, job)
         except Exception as e:
-            raise friendly(e) from None
+            raise friendly(e, language) from None
         finally:
             registry.discard(path)
         while not (record := engine.get(job.id)).state.finished:
-            yield gr.skip(), gr.skip(), gr.skip(), workspace_html([FileRow(name, record)])
+            yield gr.skip(), gr.skip(), gr.skip(), workspace_html([FileRow(name, record)], language=language)
             time.sleep(POLL_S)
         finish_playback(media, record, settings)
-        board = workspace_html([FileRow(name, record)], media)
+        board = workspace_html([FileRow(name, record)], media, language)
         if record.state is not JobState.COMPLETED:
             yield gr.skip(), gr.skip(), gr.skip(), board
-            raise user_error(record.error or f"{record.filename}: {record.state.value}")
+            raise user_error(job_error(record, language) if record.error else ui_text(
+                "error.job_ended", language, file=record.filename, state=state_text(record.state, language)))
         rows = [[i + 1, format_timestamp(s.start_ms, "."), format_timestamp(s.end_ms, "."), round(s.duration_ms / 1000, 3)]
                 for i, s in enumerate(record.result.segments)]
-        summary = (f"**{len(rows)} speech segments** in {record.result.duration_s:.1f} s of audio "
-                   f"(VAD took {record.result.timings.total_s:.2f} s)")
-        written, problem = result_files_or_note(record, ["csv"], settings, registry)
-        yield rows, written, summary + (f"  \n{problem}" if problem else ""), board
+        summary = ui_text("vad.summary", language, count=len(rows), duration=record.result.duration_s,
+                          seconds=record.result.timings.total_s)
+        written, problem = result_files_or_note(record, ["csv"], settings, registry, language)
+        table = {"headers": vad_headers(language), "data": rows}
+        yield table, written, summary + (f"  \n{problem}" if problem else ""), board
 
-    with gr.Tab("VAD", id="vad"):
+    t = static_text
+    with gr.Tab(t("tab.vad"), id="vad"):
         with gr.Row():
             with gr.Column():
-                vad_file = upload_box(label="Audio or video file", file_types=AUDIO_TYPES)
-                vad_run = gr.Button("Find speech", variant="primary")
+                vad_file = upload_box(label=t("vad.file"), file_types=AUDIO_TYPES)
+                vad_run = gr.Button(t("vad.run"), variant="primary")
             with gr.Column():
                 vad_summary = gr.Markdown()
                 vad_board = workspace_board(tab, "vad-workspace")  # the waveform, the segments on it, a player
-                vad_table = gr.Dataframe(headers=["#", "start", "end", "duration (s)"], interactive=False,
-                                         label="Speech segments")
-                vad_csv = gr.File(label="CSV", file_count="multiple", interactive=False)
+                vad_table = gr.Dataframe(headers=vad_headers(), interactive=False, label=t("vad.segments"),
+                                         elem_id="vad-table")
+                vad_csv = gr.File(label=t("vad.csv"), file_count="multiple", interactive=False)
         vad_run.click(detect, [vad_file], [vad_table, vad_csv, vad_summary, vad_board], show_progress="hidden",
                       concurrency_id="engine", api_visibility="private")
+    return vad_table
 
 
 def history_tab(tab: _Tab) -> tuple[Any, Callable[[str, Any], Any]]:
@@ -720,47 +821,51 @@ def history_tab(tab: _Tab) -> tuple[Any, Callable[[str, Any], Any]]:
     media = media_root(settings)
 
     def refresh_history(query: str, request: gr.Request):
-        return history_rows(engine, tab.user_of(request), (query or "").strip())
+        return history_table_value(engine, tab.user_of(request), (query or "").strip(), language_of(request))
 
     def open_job(evt: gr.SelectData, request: gr.Request):
+        language = language_of(request)
         job_id = (evt.row_value or [None])[-1]
         if not job_id:
-            raise user_error("Click a job in the list to open it.")
+            raise user_error(ui_text("error.open_first", language))
         try:
             record = engine.get(job_id)
         except Exception as e:
-            raise friendly(e) from None
+            raise friendly(e, language) from None
         if settings.server.auth and record.owner != tab.user_of(request):
-            raise user_error("No such job.")
-        board = workspace_html([FileRow(record.filename, record)], media)
+            raise user_error(ui_text("error.no_such_job", language))
+        board = workspace_html([FileRow(record.filename, record)], media, language)
         if record.state is not JobState.COMPLETED:
-            return board, f"{record.filename}: {record.state.value} — {record.error or ''}", [], "", job_id
+            ended = ui_text("error.job_ended", language, file=record.filename, state=state_text(record.state, language))
+            return board, ended + (f" — {job_error(record, language)}" if record.error else ""), [], "", job_id
         if isinstance(record.result, VadResult):
             text = "\n".join(f"{format_timestamp(s.start_ms, '.')} → {format_timestamp(s.end_ms, '.')}"
                              for s in record.result.segments)
-            written, problem = result_files_or_note(record, list(VAD_WRITERS), settings, registry)
-            return board, text, written, timings_markdown(record) + (f"  \n{problem}" if problem else ""), job_id
-        written, problem = result_files_or_note(record, UI_FORMATS, settings, registry)
+            written, problem = result_files_or_note(record, list(VAD_WRITERS), settings, registry, language)
+            notes = timings_markdown(record, language) + (f"  \n{problem}" if problem else "")
+            return board, text, written, notes, job_id
+        written, problem = result_files_or_note(record, UI_FORMATS, settings, registry, language)
         transcript = record.current
-        return (board, transcript_text(transcript) + "\n\n" + sentences_text(transcript), written,
-                timings_markdown(record) + (f"  \n{problem}" if problem else ""), job_id)
+        return (board, transcript_text(transcript) + "\n\n" + sentences_text(transcript, language), written,
+                timings_markdown(record, language) + (f"  \n{problem}" if problem else ""), job_id)
 
-    with gr.Tab("History", id="history"):
+    t = static_text
+    with gr.Tab(t("tab.history"), id="history"):
         with gr.Row():
-            history_search = gr.Textbox(label="Search", placeholder="file name or words of the text", scale=4,
+            history_search = gr.Textbox(label=t("history.search"), placeholder=t("history.search_hint"), scale=4,
                                         elem_id="history-search")
-            history_refresh = gr.Button("Refresh", scale=1, elem_id="history-refresh")
-        history_table = gr.Dataframe(headers=HISTORY_HEADERS, interactive=False,
-                                     label="Past jobs (newest first) · click one to open it")
+            history_refresh = gr.Button(t("history.refresh"), scale=1, elem_id="history-refresh")
+        history_table = gr.Dataframe(headers=history_headers(), interactive=False, label=t("history.table"),
+                                     elem_id="history-table")
         # the open job's id; not a gr.State: any State makes Gradio hold a heartbeat connection open for good
         opened = gr.Textbox(visible=False)
         history_board = workspace_board(tab, "history-workspace")
-        history_files = gr.File(label="Files", file_count="multiple", interactive=False)
+        history_files = gr.File(label=t("history.files"), file_count="multiple", interactive=False)
         with gr.Row():
-            history_export = gr.Button("Export the edited version", size="sm")
-            history_delete = gr.Button("Delete this job", size="sm", variant="stop")
+            history_export = gr.Button(t("history.export"), size="sm")
+            history_delete = gr.Button(t("history.delete"), size="sm", variant="stop")
         history_timings = gr.Markdown()
-        history_text = gr.Textbox(label="Text", lines=10)
+        history_text = gr.Textbox(label=t("history.text"), lines=10)
         # Enter in the search box clicks Refresh (static/workspace.js): a submit event of its own kept the
         # page's event stream open for good (Gradio 6.31), so the page never went idle.
         history_refresh.click(refresh_history, [history_search], history_table, api_visibility="private")
@@ -768,20 +873,22 @@ def history_tab(tab: _Tab) -> tuple[Any, Callable[[str, Any], Any]]:
                              api_visibility="private")
 
         def export_opened(job_id: str, request: gr.Request):
+            language = language_of(request)
             if not job_id:
-                raise user_error("Click a job in the list to open it.")
+                raise user_error(ui_text("error.open_first", language))
             try:
                 return export_files(engine, job_id, UI_FORMATS, settings, registry, tab.user_of(request))
             except AsrError as e:
-                raise friendly(e) from None
+                raise friendly(e, language) from None
 
         def delete_opened(job_id: str, query: str, request: gr.Request):
+            language = language_of(request)
             if not job_id:
-                raise user_error("Click a job in the list to open it.")
+                raise user_error(ui_text("error.open_first", language))
             try:
                 engine.delete_job(job_id, tab.user_of(request))
             except AsrError as e:
-                raise friendly(e) from None
+                raise friendly(e, language) from None
             return "", "", [], "", "", refresh_history(query, request)
 
         history_export.click(export_opened, [opened], history_files, api_visibility="private")
@@ -794,12 +901,30 @@ def history_tab(tab: _Tab) -> tuple[Any, Callable[[str, Any], Any]]:
 def system_tab(tab: _Tab) -> Any:
     """What is loaded and how the workers are doing; returns the panel, for the page load."""
     gr = _gradio()
-    with gr.Tab("System", id="system"):
+    with gr.Tab(static_text("tab.system"), id="system"):
         system_info = gr.Markdown()
         # refreshes itself; a Refresh button was easy to forget, and the numbers were stale
-        gr.Timer(SYSTEM_REFRESH_S).tick(lambda: system_markdown(tab.engine), None, system_info,
-                                        show_progress="hidden", api_visibility="private")
+        def refresh(request: gr.Request) -> str:
+            return system_markdown(tab.engine, language_of(request))
+
+        gr.Timer(SYSTEM_REFRESH_S).tick(refresh, None, system_info, show_progress="hidden", api_visibility="private")
     return system_info
+
+
+def header_html(user: str | None, language: Language) -> str:
+    """The header's right side: the signed-in user with a logout (with logins on), and the language switch."""
+    other: Language = "en" if language == "zh" else "zh"
+    # relative links, so that they stay under server.root_path behind a proxy (<base> is the UI's root).
+    # The switch reloads the page: ?lang= sets the cookie (asr.service.language) that Gradio's words follow too.
+    switch = (f'<a class="lang-switch" href="?lang={other}" target="_self" lang="{"zh-CN" if other == "zh" else "en"}">'
+              f'{ui_text("app.switch", language)}</a>')
+    if not user:
+        return f'<div style="text-align:right"><span id="signed-in"></span>{switch}</div>'
+    # logout for this browser only (Gradio's default ends the user's sessions everywhere, which a login
+    # shared by a team would feel); an HTML link: Gradio's Markdown opens links in a new tab
+    who = (ui_text("app.signed_in", language, user=html.escape(user))
+           + f' · <a href="logout?all_session=false" target="_self">{ui_text("app.log_out", language)}</a>')
+    return f'<div style="text-align:right"><span id="signed-in">{who}</span> · {switch}</div>'
 
 
 def build_ui(engine: Engine, settings: Settings, registry: Any):
@@ -811,30 +936,29 @@ def build_ui(engine: Engine, settings: Settings, registry: Any):
     tab = _Tab(engine, settings, registry)
     with gr.Blocks(title="Offline ASR", delete_cache=settings.server.delete_cache_s) as demo:
         with gr.Row(equal_height=True):
-            gr.Markdown("## Offline speech recognition · Paraformer-large (中文)")
-            signed_in = gr.HTML(elem_id="signed-in", visible=bool(settings.server.auth))
+            gr.Markdown("## " + static_text("app.title"))
+            # who is signed in, with a logout; and the language switch
+            header_tools = gr.HTML(elem_id="header-tools")
         banner = gr.Markdown()
         with gr.Tabs(overflow_behavior="wrap"):  # "menu" hid History and System behind an unlabelled ⋯ on a phone
             transcribe_tab(tab)
-            vad_tab(tab)
+            vad_table = vad_tab(tab)
             history_table, refresh_history = history_tab(tab)
             system_info = system_tab(tab)
 
         def on_load(request: gr.Request):
+            language = language_of(request)
             warning = ""
             if engine.ready.is_set() and engine.status().get("test_models"):
-                warning = "⚠️ **Test models with RANDOM WEIGHTS are loaded: transcripts are meaningless.**"
+                warning = ui_text("app.random_weights", language)
             elif not engine.ready.is_set():
-                warning = "⏳ The service is loading its models; transcription starts when they are ready."
+                warning = ui_text("app.loading", language)
             user = tab.user_of(request)
-            # relative, so that it stays under server.root_path behind a proxy; this browser only (Gradio's
-            # default ends the user's sessions everywhere, which a login shared by a team would feel)
-            # (an HTML link: Gradio's Markdown opens links in a new tab, which would leave this one signed in)
-            who = (f'Signed in as <b>{html.escape(user)}</b> · '
-                   '<a href="logout?all_session=false" target="_self">Log out</a>') if user else ""
-            return warning, refresh_history("", request), system_markdown(engine), who
+            return (warning, refresh_history("", request), system_markdown(engine, language),
+                    header_html(user, language), {"headers": vad_headers(language), "data": []})
 
-        demo.load(on_load, None, [banner, history_table, system_info, signed_in], api_visibility="private")
+        demo.load(on_load, None, [banner, history_table, system_info, header_tools, vad_table],
+                  api_visibility="private")
     return demo
 
 

@@ -203,7 +203,21 @@ def test_a_chinese_browser_gets_the_chinese_page(open_page):
     page.get_by_label("密码", exact=True).fill(PASSWORD)
     page.get_by_label("用户名", exact=True).fill(USER)
     page.get_by_role("button", name="登录", exact=True).click()
+    # signed in, the UI is in Chinese too, with who is signed in and the logout in Chinese
+    expect(page.get_by_role("tab", name="转写", exact=True)).to_be_visible(timeout=LOAD_MS)
+    expect(page.locator("#signed-in")).to_have_text(f"已登录：{USER} · 退出登录")
+
+
+def test_the_login_page_s_language_switch_holds_once_signed_in(open_page):
+    """Switched to English on the login page of a Chinese browser: the UI behind it is in English too."""
+    from playwright.sync_api import expect
+
+    page = open_page("zh-CN")
+    page.get_by_role("link", name="English", exact=True).click()
+    expect_login_page(page)
+    sign_in(page, USER, PASSWORD)
     expect_app(page)
+    expect(page.locator("#header-tools a.lang-switch")).to_have_text("中文")
 
 
 def test_too_many_wrong_passwords_show_the_wait_then_let_the_user_in(open_page):
@@ -248,7 +262,8 @@ def test_the_page_is_ours_for_every_visitor_without_a_session(server):
 
 
 def test_the_page_escapes_what_it_shows():
-    from asr.service.login_page import login_page, logout_url, pick_language
+    from asr.service.language import pick_language
+    from asr.service.login_page import login_page, logout_url
 
     page = login_page("en", '/asr"><script>alert(1)</script>')
     assert "<script>alert(1)" not in page and 'action="/asr&quot;&gt;&lt;script&gt;' in page

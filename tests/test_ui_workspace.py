@@ -231,7 +231,7 @@ def test_on_a_phone_every_tab_is_reachable_and_the_result_scrolls_into_view(cont
         for name in ("Transcribe", "VAD", "History", "System"):
             expect(page.get_by_role("tab", name=name, exact=True)).to_be_visible()
         page.get_by_role("tab", name="System", exact=True).tap()
-        expect(page.get_by_role("tabpanel")).to_contain_text("ready: True", timeout=JOB_MS)
+        expect(page.get_by_role("tabpanel")).to_contain_text("ready: yes", timeout=JOB_MS)
         page.get_by_role("tab", name="Transcribe", exact=True).tap()
         upload_files(page, [speech_file("on the phone.wav")])
         page.get_by_role("button", name="Transcribe", exact=True).tap()

@@ -21,7 +21,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from asr.service.stages import Language
+from asr.service.language import LANGUAGES, Language, base_path, headers_language, is_root, language_cookie
 
 logger = logging.getLogger(__name__)
 
@@ -141,38 +141,6 @@ _HEADERS = {
 }
 
 
-def pick_language(accept_language: str, asked: str = "") -> Language:
-    """``asked`` (the ?lang= value) when it is en or zh, else the browser's most preferred of the two
-    (an Accept-Language of zh, zh-CN, zh-TW ... is Chinese), else English."""
-    for tag in [asked, *_preferred(accept_language)]:
-        primary = tag.strip().lower().split("-", 1)[0]
-        if primary in ("en", "zh"):
-            return primary  # type: ignore[return-value]
-    return "en"
-
-
-def _preferred(accept_language: str) -> list[str]:
-    """The tags of an Accept-Language header, most preferred first (a bad q counts as 0)."""
-    ranked = []
-    for position, entry in enumerate(accept_language.split(",")):
-        tag, _, params = entry.partition(";")
-        quality = 1.0
-        if params.strip().startswith("q="):
-            try:
-                quality = float(params.strip()[2:])
-            except ValueError:
-                quality = 0.0
-        if tag.strip() and quality > 0:
-            ranked.append((-quality, position, tag.strip()))
-    return [tag for _, _, tag in sorted(ranked)]
-
-
-def base_path(root_path: str) -> str:
-    """The path the browser reaches the UI under, without the trailing slash: ``server.root_path``,
-    which may also be given as a full URL (as Gradio allows)."""
-    return urllib.parse.urlsplit(root_path or "").path.rstrip("/")
-
-
 def logout_url(root_path: str = "") -> str:
     """Where a "log out" link points: Gradio's ``GET /logout``, which ends every session of the user,
     deletes the cookies and redirects to the root, where the login page then appears."""
@@ -226,14 +194,18 @@ class LoginPage:
         self.root_path = root_path
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if (scope["type"] != "http" or scope["method"] not in ("GET", "HEAD") or not _is_root(scope)
+        if (scope["type"] != "http" or scope["method"] not in ("GET", "HEAD") or not is_root(scope)
                 or self.user_of(scope) is not None):
             return await self.app(scope, receive, send)
         query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        language = pick_language(_header(scope, b"accept-language"), (query.get("lang") or [""])[0])
+        asked = (query.get("lang") or [""])[0]
+        language = headers_language({"accept-language": _header(scope, b"accept-language"),
+                                     "cookie": _header(scope, b"cookie")}, asked)
         body = login_page(language, self.root_path).encode()
         headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode())]
         headers += [(k.encode(), v.encode()) for k, v in _HEADERS.items()]
+        if asked in LANGUAGES:  # the switch's choice holds for the UI once signed in, too
+            headers.append(language_cookie(asked, self.root_path))  # type: ignore[arg-type]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
@@ -245,14 +217,6 @@ def add_login_page(app: Any, ui_user: Callable[[Any], str | None], root_path: st
 
     app.add_middleware(LoginPage, user_of=lambda scope: ui_user(Request(scope)), root_path=root_path)
     logger.debug("the UI's login page is ours (Gradio's is not shown)")
-
-
-def _is_root(scope: Scope) -> bool:
-    """The UI's root (``/`` below the app's root path, where Gradio serves its page)."""
-    path, root = scope.get("path", ""), scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root):]
-    return path in ("", "/")
 
 
 def _header(scope: Scope, name: bytes) -> str:

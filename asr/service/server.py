@@ -104,8 +104,10 @@ def create_app(settings: Settings, ui: UiFactory, engine: Engine | None = None):
         UploadGuard,
         allowed_hosts,
     )
+    from asr.service.language import UiLanguage
     from asr.service.login_page import add_login_page
     from asr.service.media import media_root, remove_orphans
+    from asr.service.ui_text import GRADIO_LOCALE, gradio_translations
     from asr.service.uploads import add_playback_route, add_ui_upload_route
 
     engine = engine or Engine(settings)
@@ -146,6 +148,7 @@ def create_app(settings: Settings, ui: UiFactory, engine: Engine | None = None):
         pwa=False,
         mcp_server=False,
         theme=theme,
+        i18n=gr.I18n(**gradio_translations()),
     )
     gradio_app.append(next(r.app for r in app.routes if type(getattr(r, "app", None)).__name__ == "App"))
     # Gradio applies its own file checks (blocked paths, "was it uploaded") only once launch() has
@@ -169,6 +172,7 @@ def create_app(settings: Settings, ui: UiFactory, engine: Engine | None = None):
     event_names = {fn.api_name for fn in demo.fns.values() if fn.api_name}
     app.add_middleware(GradioRequestGuard, known_session=lambda s: s in demo._queue.pending_messages_per_session,
                        known_event=event_names.__contains__)
+    app.add_middleware(UiLanguage, locale_of=GRADIO_LOCALE, root_path=server.root_path)
     if server.auth:  # our login page in place of Gradio's; it logs in through Gradio's /login, behind LoginGuard
         add_login_page(app, ui_user, server.root_path)
     app.add_middleware(LoginGuard, throttle=throttle)

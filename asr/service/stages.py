@@ -6,9 +6,7 @@ A job's ``stage`` is an id: ``queued`` and ``starting`` (the engine's), then the
 
 from __future__ import annotations
 
-from typing import Literal
-
-Language = Literal["en", "zh"]
+from asr.service.language import Language
 
 #: stage id -> (English, Chinese)
 STAGE_NAMES: dict[str, tuple[str, str]] = {
