@@ -187,7 +187,7 @@ def _progress_line(record: JobRecord, language: Language) -> str:
     return line
 
 
-def _sentence_html(index: int, sentence, transcript: Transcript, language: Language) -> str:
+def _sentence_html(index: int, sentence, transcript: Transcript, language: Language, edited: bool = False) -> str:
     speaker = ""
     if transcript.speakers:
         options = "".join(
@@ -200,7 +200,8 @@ def _sentence_html(index: int, sentence, transcript: Transcript, language: Langu
     else:
         speaker = '<span class="ws-who"></span>'  # keeps the grid's columns
     return (
-        f'<li class="ws-sentence" data-index="{index}" data-start="{sentence.start_ms}" data-end="{sentence.end_ms}"'
+        f'<li class="ws-sentence{" ws-edited" if edited else ""}" data-index="{index}" '
+        f'data-start="{sentence.start_ms}" data-end="{sentence.end_ms}"'
         f' data-speaker="{sentence.speaker if sentence.speaker is not None else ""}">'
         f'<span class="ws-time">{clock(sentence.start_ms)}</span>{speaker}'
         f'<span class="ws-text">{html.escape(clean_text(sentence.text))}</span>'
@@ -222,7 +223,13 @@ def _transcript_html(record: JobRecord, transcript: Transcript, playback: Path |
             for k, name in enumerate(transcript.speakers)
         )
         parts.append(f'<div class="ws-speakers">{chips}</div>')
-    rows = "".join(_sentence_html(i, s, transcript, language) for i, s in enumerate(transcript.sentences))
+    original = record.result.sentences if isinstance(record.result, Transcript) else ()
+
+    def edited(index: int, sentence) -> bool:  # as it shows while being edited, when the job is reopened
+        return index < len(original) and (original[index].text, original[index].speaker) != (sentence.text,
+                                                                                          sentence.speaker)
+
+    rows = "".join(_sentence_html(i, s, transcript, language, edited(i, s)) for i, s in enumerate(transcript.sentences))
     parts.append(f'<ol class="ws-sentences">{rows}</ol>' if rows else f"<p>{ui_text('card.no_speech', language)}</p>")
     return "".join(parts)
 

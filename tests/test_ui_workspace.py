@@ -185,7 +185,10 @@ def test_fix_a_sentence_and_a_speaker_name_then_export_and_reopen_the_edited_ver
     history.get_by_role("button", name="Refresh", exact=True).click()
     grid = history.get_by_role("grid", name=re.compile(r"^Past jobs"))
     grid.get_by_role("gridcell", name="fix me.wav", exact=True).first.click()
-    expect(history.locator("#history-workspace .ws-sentence .ws-text").first).to_have_text("今天开会讨论预算。")
+    reopened = history.locator("#history-workspace .ws-sentence")
+    expect(reopened.first.locator(".ws-text")).to_have_text("今天开会讨论预算。")
+    expect(reopened.first).to_have_class(re.compile("ws-edited"))  # still marked as edited, as it was
+    expect(reopened.nth(1)).not_to_have_class(re.compile("ws-edited"))
     expect(textbox(history, "Text")).to_have_value(re.compile("今天开会讨论预算。"))
     assert "fix me.srt" in file_links(history, "Files")
     screenshot(page, "workspace-edited")
