@@ -30,7 +30,7 @@ from asr.service.engine import Engine
 from asr.service.error_text import localize
 from asr.service.jobs import JobKind, JobRecord, JobState
 from asr.service.language import Language, headers_language
-from asr.service.media import media_root, playback_path, write_playback
+from asr.service.media import VIDEO_TYPES, keep_video, media_root, playback_path, video_path, write_playback
 from asr.service.stages import kind_name, stage_name
 from asr.service.ui_text import UI_TEXT, ui_text
 from asr.types import Transcript, VadResult
@@ -210,10 +210,21 @@ def _sentence_html(index: int, sentence, transcript: Transcript, language: Langu
     )
 
 
+def player_html(record: JobRecord, playback: Path) -> str:
+    """The job's player: its video (kept as uploaded) with the FLAC after it, which a browser that cannot play the
+    video's codec falls back to; or the FLAC alone. Both count time as the transcript's timestamps do."""
+    video = video_path(playback.parent)
+    if video is None:
+        return f'<audio controls preload="metadata" src="ui/media/{record.id}"></audio>'
+    return (f'<video controls preload="metadata" playsinline>'
+            f'<source src="ui/media/{record.id}/video" type="{VIDEO_TYPES[video.suffix]}">'
+            f'<source src="ui/media/{record.id}" type="audio/flac"></video>')
+
+
 def _transcript_html(record: JobRecord, transcript: Transcript, playback: Path | None, language: Language) -> str:
     parts = []
     if playback is not None:
-        parts.append(f'<audio controls preload="metadata" src="ui/media/{record.id}"></audio>')
+        parts.append(player_html(record, playback))
     if transcript.speakers:
         chips = "".join(
             f'<span class="ws-chip" style="color:{SPEAKER_COLOURS[k % len(SPEAKER_COLOURS)]}">'
@@ -525,6 +536,8 @@ def finish_playback(media: Path, record: JobRecord, settings: Settings) -> bool:
     try:
         if record.state is JobState.COMPLETED and sources:
             write_playback(sources[0], job_dir, settings.audio, record.filename)
+            if record.kind is JobKind.TRANSCRIBE:  # a transcript is read along with the picture
+                keep_video(sources[0], job_dir)
         elif not playback_path(job_dir).is_file():
             shutil.rmtree(job_dir, ignore_errors=True)
     except (AsrError, OSError) as e:

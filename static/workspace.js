@@ -4,7 +4,7 @@
 // Given by Gradio: element, trigger, props, server (the Python functions of app.workspace_functions).
 
 const card = (node) => node.closest(".ws-job");
-const player = (job) => job && job.querySelector("audio");
+const player = (job) => job && job.querySelector("audio, video");
 const editing = (node) => node.closest("[contenteditable=true], input, select, textarea");
 
 function showProblem(job, message) {
@@ -180,7 +180,7 @@ if (!window.__asrWorkspaceKeys) {
       return;
     }
     if (event.key !== " " || typing || event.target.closest?.("button, a")) return;
-    const audios = [...document.querySelectorAll(".ws-board audio")].filter((a) => a.offsetParent !== null);
+    const audios = [...document.querySelectorAll(".ws-board audio, .ws-board video")].filter((a) => a.offsetParent !== null);
     const audio = audios.find((a) => !a.paused) || audios[0];
     if (!audio) return;
     event.preventDefault();

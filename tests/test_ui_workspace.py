@@ -122,6 +122,33 @@ def test_click_a_sentence_to_hear_it_and_the_one_playing_is_highlighted(page, sp
     screenshot(page, "workspace-player")
 
 
+def test_a_video_plays_with_its_picture_and_follows_the_sentences(page, speech_file, audio_dir):
+    """A video upload gets a video player (it used to play its sound only), offered with the FLAC after it for a
+    browser that cannot play the video's codec; clicking a sentence seeks the video."""
+    from playwright.sync_api import expect
+
+    from tests.audio_samples import write_video
+
+    audio, rate = sf.read(speech_file("three_sentences.wav"), dtype="float32")
+    video = write_video(audio_dir / "talk on video.mp4", len(audio) / rate, audio=audio, rate=rate)
+    upload_files(page, [video])
+    page.get_by_role("button", name="Transcribe", exact=True).click()
+    wait_until_finished(page, 1)
+    player = page.locator("#workspace video")
+    expect(player).to_have_count(1)
+    sources = player.locator("source")
+    assert [sources.nth(i).get_attribute("type") for i in range(2)] == ["video/mp4", "audio/flac"]
+    page.wait_for_function("document.querySelector('#workspace video').readyState >= 1")
+    assert player.evaluate("v => v.currentSrc").endswith("/video"), "Chromium plays H.264: the picture is shown"
+    assert player.evaluate("v => v.videoWidth") == 64
+    second = page.locator("#workspace .ws-sentence").nth(1)
+    second.locator(".ws-text").click()
+    page.wait_for_function("!document.querySelector('#workspace video').paused")
+    expect(second).to_have_class(re.compile("ws-playing"))
+    assert player.evaluate("v => v.currentTime") >= int(second.get_attribute("data-start")) / 1000 - 0.05
+    assert page.request.get(player.evaluate("v => v.currentSrc"), headers={"Range": "bytes=0-99"}).status == 206
+
+
 def test_progress_is_one_display_per_job_in_words_and_cancel_stops_it(page, long_files):
     """While a batch runs each file has one progress bar (Gradio's overlay drew one on every output), its stage
     in words, never an internal id; the second file says it waits in the queue while the first runs; Cancel on it

@@ -10,6 +10,9 @@ Example::
 
     path = write_playback(upload, media_root(settings) / job.id, settings.audio, "meeting.m4a")
 
+A video upload is also kept as it came (``keep_video``), for a player that shows the picture: the UI offers
+it first and the FLAC after it, so a browser that cannot play the video's codec falls back to the sound.
+
 They live with the job history (``storage.state_dir``/media), not in Gradio's temp files, so a reopened job
 still plays after a restart; deleting the job deletes them.
 """
@@ -31,6 +34,10 @@ logger = logging.getLogger(__name__)
 
 PLAYBACK_NAME = "playback.flac"
 SAMPLE_RATE = 16000
+#: containers a browser may show the picture of, by suffix -> the type its <source> declares
+VIDEO_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/mp4", ".webm": "video/webm",
+               ".mkv": "video/webm", ".ogv": "video/ogg"}
+VIDEO_STEM = "video"
 
 
 def media_root(settings: Settings) -> Path:
@@ -61,6 +68,23 @@ def write_playback(source: Path, job_dir: Path, limits: AudioConfig, name: str |
         if close is not None:
             close()
     return target
+
+
+def keep_video(source: Path, job_dir: Path) -> Path | None:
+    """Keep ``source`` (the job's own link to the upload) as the job's video when its container is one a
+    browser may play; None, and nothing kept, for any other file. The caller removes what is not kept."""
+    suffix = source.suffix.lower()
+    if suffix not in VIDEO_TYPES:
+        return None
+    target = job_dir / (VIDEO_STEM + suffix)
+    os.replace(source, target)
+    return target
+
+
+def video_path(job_dir: Path) -> Path | None:
+    """The job's kept video, if it has one."""
+    found = [p for p in job_dir.glob(VIDEO_STEM + ".*") if p.suffix in VIDEO_TYPES] if job_dir.is_dir() else []
+    return found[0] if found else None
 
 
 def remove_orphans(media: Path, job_exists: Callable[[str], bool]) -> int:

@@ -202,9 +202,9 @@ def add_playback_route(app: Any, engine: Any, media: Path, ui_user: Callable[[An
     from starlette.responses import FileResponse
 
     from asr.errors import AsrError
-    from asr.service.media import playback_path
+    from asr.service.media import VIDEO_TYPES, playback_path, video_path
 
-    async def playback(request: Request, job_id: str) -> Any:
+    def job_dir(request: Request, job_id: str) -> Path:
         user = ui_user(request) if logins_on else None
         if logins_on and user is None:
             raise LoginRequiredError("log in first")
@@ -217,9 +217,19 @@ def add_playback_route(app: Any, engine: Any, media: Path, ui_user: Callable[[An
             raise missing from None
         if logins_on and record.owner != user:
             raise missing
-        path = playback_path(media / job_id)
-        if not path.is_file():
-            raise missing
-        return FileResponse(path, media_type="audio/flac", headers={"Cache-Control": "private, max-age=3600"})
+        return media / job_id
+
+    def send(path: Path | None, media_type: str) -> Any:
+        if path is None or not path.is_file():
+            raise NotFoundError("no playback audio for this job")
+        return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
+
+    async def playback(request: Request, job_id: str) -> Any:
+        return send(playback_path(job_dir(request, job_id)), "audio/flac")
+
+    async def video(request: Request, job_id: str) -> Any:
+        path = video_path(job_dir(request, job_id))
+        return send(path, VIDEO_TYPES[path.suffix] if path is not None else "")
 
     app.add_api_route(f"{prefix}/{{job_id}}", playback, methods=["GET"], include_in_schema=False)
+    app.add_api_route(f"{prefix}/{{job_id}}/video", video, methods=["GET"], include_in_schema=False)
