@@ -160,6 +160,7 @@ def _eigh_sizes(monkeypatch) -> list[int]:
     return sizes
 
 
+@pytest.mark.slow  # long audio: hours of speaker windows
 def test_long_recording_with_known_count_needs_no_dense_eigendecomposition(monkeypatch):
     """FunASR's 2 h file with a known count ran a dense eigendecomposition of a 10k x 10k matrix; from
     2048 windows on, the only one here is of the 2000 centroids, whatever the count."""
@@ -170,6 +171,7 @@ def test_long_recording_with_known_count_needs_no_dense_eigendecomposition(monke
     assert len(sizes) == 1 and sizes[0] <= sc.MICRO_CLUSTERS < len(x)
 
 
+@pytest.mark.slow  # long audio: hours of speaker windows
 def test_long_recording_memory_is_bounded():
     """5000 windows (~1 h of speech): less memory than one float32 windows x windows matrix (100 MB);
     what it takes does not grow with the recording (FunASR: 15 h killed at 100 GB)."""
