@@ -12,9 +12,9 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
-from asr.config import Settings, load_settings
+from asr.config import Profile, Settings, load_settings
 from asr.errors import AsrError, ConfigError
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _runtime_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", choices=["vad", "asr", "asr+punc", "vad+asr+punc", "vad+asr+punc+spk"], help="models to load")
+    parser.add_argument("--profile", choices=get_args(Profile), help="models to load")
     parser.add_argument("--asr-model", choices=["paraformer", "seaco"],
                         help="the ASR model: paraformer, or seaco for hotwords (default from config)")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")

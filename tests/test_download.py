@@ -29,6 +29,7 @@ from asr.models.files import (
     locate_model,
     manifest_matches,
     model_spec,
+    verified_copy,
 )
 from tests.fake_modelscope import FakeModelScope
 
@@ -448,3 +449,40 @@ def test_meetings_models_download_only_where_config_enables_them(tmp_path: Path)
         assert manifest["model_id"] == spec.id and sorted(manifest["files"]) == sorted(files[role])
         assert locate_model(settings.models, role).directory == target
     assert [m["role"] for m in verify_models(settings)] == ["vad", "asr", "punc", "spk"]
+
+
+# ---- the streaming model (live captions) -----------------------------------------------------
+
+
+def test_streaming_model_downloads_only_with_the_live_profile(tmp_path: Path) -> None:
+    """The +live profile fetches the streaming Paraformer besides vad, asr and punc; the default
+    profile, from the same hub, does not ask for it."""
+    specs = {**MODELS, "online": DEFAULT.online}
+    files = {**FILES, "online": ("config.yaml", "model.pt", "am.mvn", "tokens.json", "configuration.json")}
+    root = tmp_path / "hub"
+    for role, spec in specs.items():
+        directory = download_target(root, spec)
+        directory.mkdir(parents=True)
+        for name in (*files[role], "README.md"):
+            (directory / name).write_bytes(_content(role, name, spec.revision))
+    online_listing = f"/api/v1/models/{DEFAULT.online.id}/repo/files"
+    with FakeModelScope(root) as hub:
+        default = make_settings(tmp_path / "default", hub.endpoint, profile="vad+asr+punc")
+        assert [r.role for r in download_models(default)] == ["vad", "asr", "punc"]
+        assert online_listing not in {r.path for r in hub.recorded()}
+        assert verified_copy(default.models, "online") is None
+
+        live = make_settings(tmp_path / "live", hub.endpoint, profile="vad+asr+punc+live")
+        reports = download_models(live)
+        listed = {r.path for r in hub.recorded() if r.path.endswith("/repo/files")}
+    assert [r.role for r in reports] == ["vad", "asr", "punc", "online"] and all(r.downloaded for r in reports)
+    assert online_listing in listed
+    target = download_target(live.models.resolved_cache_dir(), DEFAULT.online)
+    manifest = json.loads((target / MANIFEST_NAME).read_text(encoding="utf-8"))
+    assert manifest["model_id"] == DEFAULT.online.id and manifest["revision"] == "v2.0.4"
+    assert manifest["role"] == "online" and sorted(manifest["files"]) == sorted(files["online"])
+    for name in files["online"]:
+        assert (target / name).read_bytes() == _content("online", name, "v2.0.4")
+    assert not (target / "README.md").exists()
+    assert locate_model(live.models, "online").directory == target
+    assert [m["role"] for m in verify_models(live)] == ["vad", "asr", "punc", "online"]

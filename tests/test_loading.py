@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import random
 import shutil
 import sys
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from asr.errors import ManifestMismatchError, ModelError, ModelIncompleteError, ModelNotFoundError
 from tests.conftest import REPO
+
+LIVE = "vad+asr+punc+live"
+#: What FunASR's streaming servers pass: 600 ms chunks, 4 encoder chunks and 1 decoder chunk of look-back.
+STREAMING = {"chunk_size": [0, 10, 5], "encoder_chunk_look_back": 4, "decoder_chunk_look_back": 1}
 
 
 def copy_models(test_models, tmp_path):
@@ -24,7 +31,8 @@ def settings_for(settings, cache_dir, **models):
 
 
 def asr_dir(models_root):
-    return next((models_root / "models").glob("iic--speech_paraformer*/snapshots/v2.0.4"))
+    # the offline model's: iic--speech_paraformer* alone also matches the streaming one
+    return next((models_root / "models").glob("iic--speech_paraformer-large-vad-punc*/snapshots/v2.0.4"))
 
 
 def test_loaded_models_are_complete_and_on_cpu(models):
@@ -167,3 +175,91 @@ def test_cuda_without_a_gpu_is_a_config_error():
     assert str(resolve_device("auto")) == "cpu"
     with pytest.raises(ConfigError, match="no usable CUDA"):
         resolve_device("cuda:0")
+
+
+# ---- the streaming Paraformer (the +live profile) ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def live_models(settings):
+    from asr.models.loading import load_models
+
+    return load_models(settings.model_copy(update={"models": settings.models.model_copy(update={"profile": LIVE})}))
+
+
+def test_live_profile_loads_the_streaming_paraformer(live_models, models):
+    online = live_models.online
+    assert {m.role for m in live_models.models()} == {"vad", "asr", "punc", "online"}
+    assert type(online.module).__name__ == "ParaformerStreaming"
+    assert type(online.module.encoder).__name__ == "SANMEncoderChunkOpt"
+    assert type(online.frontend).__name__ == "WavFrontendOnline" and online.frontend.dither == 0.0
+    assert len(online.tokenizer.token_list) == 8404
+    assert online.location.is_test_model and live_models.uses_test_models
+    assert online.location.spec.id.endswith("-online") and online.location.spec.revision == "v2.0.4"
+    assert not online.module.training and str(next(online.module.parameters()).device) == "cpu"
+    assert next(online.module.parameters()).dtype == torch.float32
+    assert models.online is None  # the default profile loads no streaming model
+
+
+@contextlib.contextmanager
+def _kept_process_state():
+    """AutoModel sets torch's thread count (to 4) and seeds every random generator: undo both."""
+    threads, states = torch.get_num_threads(), (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+
+
+@pytest.fixture(scope="module")
+def funasr_online(live_models):
+    """FunASR's own ``AutoModel`` on the same directory, called as tests/funasr_reference.py calls it. It
+    runs in this process: through our selective import, AutoModel's module needs no full ``import funasr``."""
+    from asr.models.funasr_import import import_registered
+
+    import_registered("ParaformerStreaming")
+    from funasr.auto.auto_model import AutoModel
+
+    with _kept_process_state():
+        return AutoModel(model=str(live_models.online.location.directory), device="cpu", disable_update=True,
+                         disable_pbar=True, log_level="ERROR", frontend_conf={"dither": 0.0})
+
+
+def _encode_one_chunk(model, frontend, config, chunk):
+    """Features and encoder output of the first chunk of a stream, as ParaformerStreaming.inference does."""
+    from funasr.utils.load_utils import extract_fbank
+
+    cache = model.init_cache({}, **STREAMING, encoder_conf=config["encoder_conf"], frontend_conf=config["frontend_conf"])
+    feats, lengths = extract_fbank([torch.from_numpy(chunk)], data_type="sound", frontend=frontend,
+                                   cache=cache["frontend"], is_final=False)
+    with torch.no_grad():
+        out, _ = model.encode_chunk(feats, lengths, cache=cache, is_final=False)
+    return feats, out
+
+
+def test_online_model_equals_funasr_automodel(live_models, funasr_online):
+    ours, theirs = live_models.online, funasr_online
+    assert type(theirs.model) is type(ours.module)
+    state, their_state = ours.module.state_dict(), theirs.model.state_dict()
+    assert set(state) == set(their_state) and all(torch.equal(state[k], their_state[k]) for k in state)
+
+    rng = np.random.default_rng(8404)
+    chunk = (0.1 * rng.standard_normal(STREAMING["chunk_size"][1] * 960)).astype(np.float32)  # 600 ms
+    our_feats, our_out = _encode_one_chunk(ours.module, ours.frontend, ours.config, chunk)
+    their_feats, their_out = _encode_one_chunk(theirs.model, theirs.kwargs["frontend"], theirs.kwargs, chunk)
+    assert our_feats.shape[-1] == 560 and torch.equal(our_feats, their_feats)
+    assert our_out.shape[-1] == ours.config["encoder_conf"]["output_size"] and torch.equal(our_out, their_out)
+    other = (0.1 * rng.standard_normal(len(chunk))).astype(np.float32)
+    assert not torch.allclose(_encode_one_chunk(ours.module, ours.frontend, ours.config, other)[1], our_out)
+
+    # the whole step, FunASR's generate against the model's own inference with our frontend and tokenizer
+    with _kept_process_state():
+        [expected] = theirs.generate(input=chunk, cache={}, is_final=True, **STREAMING)
+    [result], _ = ours.module.inference(
+        [torch.from_numpy(chunk)], key=["chunk"], tokenizer=ours.tokenizer, frontend=ours.frontend, cache={},
+        is_final=True, device="cpu", encoder_conf=ours.config["encoder_conf"],
+        frontend_conf=ours.config["frontend_conf"], **STREAMING)
+    assert result["text"] and result["text"] == expected["text"]

@@ -366,7 +366,7 @@ def test_no_ready_when_a_model_fails_to_load(tmp_path, test_models, manager):
     while loading, the process exits non-zero, and READY=1 is never sent."""
     models = tmp_path / "broken-models"
     shutil.copytree(test_models / "models", models / "models")
-    checkpoint = next((models / "models").glob("*paraformer*/snapshots/*/model.pt"))
+    checkpoint = next((models / "models").glob("iic--speech_paraformer-large-vad-punc*/snapshots/*/model.pt"))
     checkpoint.write_bytes(b"\0" * checkpoint.stat().st_size)
     process, _, log = start_service(tmp_path, models, manager)
     assert process.wait(WAIT_S) == 3, log.read_text(errors="replace")[-3000:]

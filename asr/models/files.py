@@ -21,7 +21,7 @@ from asr.errors import ManifestMismatchError, ModelIncompleteError, ModelNotFoun
 
 logger = logging.getLogger(__name__)
 
-ModelRole = Literal["asr", "vad", "punc", "spk"]
+ModelRole = Literal["asr", "vad", "punc", "spk", "online"]
 
 MANIFEST_NAME = ".asr-manifest.json"
 #: A file that scripts/make_test_models.py puts in every model it builds.
@@ -33,10 +33,12 @@ REQUIRED_FILES: dict[ModelRole, tuple[tuple[str, ...], ...]] = {
     "vad": (("config.yaml",), ("model.pt",), ("am.mvn",)),
     "punc": (("config.yaml",), ("model.pt",), ("tokens.json", "tokens.txt")),
     "spk": (("config.yaml",), ("campplus_cn_common.bin",)),
+    # the streaming Paraformer: the same CMVN and token list as the offline one
+    "online": (("config.yaml",), ("model.pt",), ("am.mvn",), ("tokens.json", "tokens.txt")),
 }
 #: The checkpoint of each role (CAM++ is published as a .bin, the rest as model.pt).
 CHECKPOINT_NAMES: dict[ModelRole, str] = {"asr": "model.pt", "vad": "model.pt", "punc": "model.pt",
-                                          "spk": "campplus_cn_common.bin"}
+                                          "spk": "campplus_cn_common.bin", "online": "model.pt"}
 #: Files used when present; downloads fetch them too.
 OPTIONAL_FILES = ("configuration.json", "seg_dict", "jieba_usr_dict")
 
@@ -58,6 +60,7 @@ def roles_for_profile(profile: str) -> tuple[ModelRole, ...]:
         "asr+punc": ("asr", "punc"),
         "vad+asr+punc": ("vad", "asr", "punc"),
         "vad+asr+punc+spk": ("vad", "asr", "punc", "spk"),
+        "vad+asr+punc+live": ("vad", "asr", "punc", "online"),
     }[profile]
 
 

@@ -25,12 +25,14 @@ KNOWN_MODULES: dict[str, str] = {
     # models
     "BiCifParaformer": "funasr.models.bicif_paraformer.model",
     "Paraformer": "funasr.models.paraformer.model",
+    "ParaformerStreaming": "funasr.models.paraformer_streaming.model",
     "SeacoParaformer": "funasr.models.seaco_paraformer.model",
     "FsmnVADStreaming": "funasr.models.fsmn_vad_streaming.model",
     "CTTransformer": "funasr.models.ct_transformer.model",
     "CAMPPlus": "funasr.models.campplus.model",
     # encoders / decoders / predictors
     "SANMEncoder": "funasr.models.sanm.encoder",
+    "SANMEncoderChunkOpt": "funasr.models.scama.encoder",
     "ParaformerSANMDecoder": "funasr.models.paraformer.decoder",
     "CifPredictorV2": "funasr.models.paraformer.cif_predictor",
     "CifPredictorV3": "funasr.models.bicif_paraformer.cif_predictor",

@@ -63,6 +63,8 @@ class ModelSet:
     punc: LoadedModel | None = None
     spk: LoadedModel | None = None
     """CAM++ speaker embeddings (the ``+spk`` profile)."""
+    online: LoadedModel | None = None
+    """The streaming Paraformer, for live captions (the ``+live`` profile); always fp32 for now."""
     load_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -71,7 +73,7 @@ class ModelSet:
         return any(m.location.is_test_model for m in self.models())
 
     def models(self) -> list[LoadedModel]:
-        return [m for m in (self.vad, self.asr, self.punc, self.spk) if m is not None]
+        return [m for m in (self.vad, self.asr, self.punc, self.spk, self.online) if m is not None]
 
 
 def resolve_device(setting: str) -> torch.device:
@@ -272,7 +274,8 @@ def load_models(settings: Settings, device: torch.device | None = None) -> Model
         t0 = time.perf_counter()
         model = _build(location, vad_extra if role == "vad" else None, precision, device, convert_cache)
         # VAD stays on the CPU: the FSMN is 0.4 M parameters driven by a per-frame Python loop,
-        # so a GPU would only add transfers.
+        # so a GPU would only add transfers. The streaming Paraformer goes where the ASR model goes,
+        # in fp32 whatever the precision (load_converted converts only the asr and punc roles).
         model.module.to(device if role != "vad" else torch.device("cpu"))
         loaded[role] = model
         logger.info(
@@ -288,6 +291,7 @@ def load_models(settings: Settings, device: torch.device | None = None) -> Model
         vad=loaded.get("vad"),
         punc=loaded.get("punc"),
         spk=loaded.get("spk"),
+        online=loaded.get("online"),
         load_seconds=time.perf_counter() - started,
     )
     logger.info("models ready on %s, precision %s (%s), in %.2f s", device, precision, why, models.load_seconds)
