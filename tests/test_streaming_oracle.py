@@ -6,15 +6,9 @@ FunASR is fed the way its docs feed it: 9600-sample (600 ms) chunks, ``is_final`
 
 from __future__ import annotations
 
-import copy
-import json
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from tests.conftest import REPO
 
@@ -22,74 +16,7 @@ SHARED_CONFIGS = REPO.parent / "shared" / "funasr-configs"
 CHUNK = 9600
 STREAM_KWARGS = {"chunk_size": [0, 10, 5], "encoder_chunk_look_back": 4, "decoder_chunk_look_back": 1}
 
-#: Tiny sizes, the real structure (as scripts/make_test_models.py shrinks the offline model).
-TINY_ONLINE = {
-    "encoder_conf": {"output_size": 64, "attention_heads": 4, "linear_units": 128, "num_blocks": 3},
-    "decoder_conf": {"attention_heads": 4, "linear_units": 128, "num_blocks": 2, "att_layer_num": 2},
-    "predictor_conf": {"idim": 64},
-}
-
-
-def _deep_update(base: dict, extra: dict) -> dict:
-    for k, v in extra.items():
-        base[k] = _deep_update(base.get(k) or {}, v) if isinstance(v, dict) else v
-    return base
-
-
-def _build_online_model_dir(out: Path) -> Path:
-    """A tiny random-weight ParaformerStreaming model dir that ``AutoModel(model=out)`` loads offline.
-
-    Stands in for the official test model (``build_online`` in scripts/make_test_models.py, in the
-    ``test_models`` fixture) until that lands; swap this fixture for it then. Random weights need no
-    predictor bias here: the CIF fires on espeak speech (the tests check the partials are not empty).
-    """
-    config = yaml.safe_load((SHARED_CONFIGS / "paraformer-streaming.config.yaml").read_text(encoding="utf-8"))
-    config.pop("specaug", None)  # training only
-    config.pop("specaug_conf", None)
-    config["frontend_conf"]["dither"] = 0.0  # the published config has none: FunASR would dither at 1.0
-    _deep_update(config, TINY_ONLINE)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    shutil.copy(SHARED_CONFIGS / "paraformer-tokens.json", out / "tokens.json")
-    shutil.copy(SHARED_CONFIGS / "paraformer-large.am.mvn", out / "am.mvn")
-    shutil.copy(SHARED_CONFIGS / "paraformer-streaming.configuration.json", out / "configuration.json")
-    module = _model_class()(**_model_kwargs(config, out))
-    torch.save(module.state_dict(), out / "model.pt")
-    return out
-
-
-def _model_class():
-    import funasr.models.paraformer.cif_predictor  # noqa: F401  (registers CifPredictorV2)
-    import funasr.models.paraformer.decoder  # noqa: F401  (ParaformerSANMDecoder)
-    import funasr.models.scama.encoder  # noqa: F401  (SANMEncoderChunkOpt)
-    from funasr.models.paraformer_streaming.model import ParaformerStreaming
-
-    return ParaformerStreaming
-
-
-def _model_kwargs(config: dict, directory: Path) -> dict:
-    kwargs = copy.deepcopy(config["model_conf"])
-    for key in ("encoder", "encoder_conf", "decoder", "decoder_conf", "predictor", "predictor_conf"):
-        kwargs[key] = copy.deepcopy(config[key])
-    kwargs["vocab_size"] = len(json.loads((directory / "tokens.json").read_text(encoding="utf-8")))
-    kwargs["input_size"] = 560  # 80 mel bins x LFR 7
-    torch.manual_seed(6)
-    return kwargs
-
-
-def _load_pieces(directory: Path):
-    """The module, frontend and tokenizer, loaded without AutoModel (what ``ModelSet.online`` will hold)."""
-    from funasr.frontends.wav_frontend import WavFrontendOnline
-    from funasr.tokenizer.char_tokenizer import CharTokenizer
-
-    config = yaml.safe_load((directory / "config.yaml").read_text(encoding="utf-8"))
-    module = _model_class()(**_model_kwargs(config, directory))
-    module.load_state_dict(torch.load(directory / "model.pt", map_location="cpu", weights_only=True))
-    module.eval()
-    frontend = WavFrontendOnline(cmvn_file=str(directory / "am.mvn"), **config["frontend_conf"])
-    tokens = json.loads((directory / "tokens.json").read_text(encoding="utf-8"))
-    tokenizer = CharTokenizer(token_list=tokens, **config["tokenizer_conf"])
-    return module, frontend, tokenizer
+LIVE = "vad+asr+punc+live"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -103,31 +30,33 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def online_dir(tmp_path_factory) -> Path:
-    return _build_online_model_dir(tmp_path_factory.mktemp("online") / "model")
+def online(settings):
+    """The test model of the streaming Paraformer (scripts/make_test_models.py), as the live profile loads it."""
+    from asr.models.loading import load_models
+
+    live = settings.model_copy(update={"models": settings.models.model_copy(update={"profile": LIVE})})
+    return load_models(live).online
 
 
 @pytest.fixture(scope="module")
-def recognizer(online_dir):
+def recognizer(online):
     from asr.core.streaming import OnlineRecognizer
 
-    module, frontend, tokenizer = _load_pieces(online_dir)
-    return OnlineRecognizer(module, frontend, tokenizer, torch.device("cpu"))
+    return OnlineRecognizer(online.module, online.frontend, online.tokenizer, torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")
-def funasr_model(online_dir):
+def funasr_model(online):
     # Not ``from funasr import AutoModel``: once asr.models.funasr_import has put its bare ``funasr``
     # package in place (any test that loaded a model), the top level has no AutoModel; the classes
-    # AutoModel looks up in FunASR's registry are imported here, so it works either way.
-    import funasr.frontends.wav_frontend  # noqa: F401  (WavFrontendOnline)
-    import funasr.tokenizer.char_tokenizer  # noqa: F401  (CharTokenizer)
+    # AutoModel looks up in FunASR's registry are imported first, so it works either way.
+    from asr.models.funasr_import import import_registered
+
+    import_registered("ParaformerStreaming")
     from funasr.auto.auto_model import AutoModel
 
-    _model_class()
-
-    return AutoModel(model=str(online_dir), disable_update=True, device="cpu", disable_pbar=True,
-                     log_level="ERROR", ncpu=1)  # it sets torch's threads on every call
+    return AutoModel(model=str(online.location.directory), disable_update=True, device="cpu", disable_pbar=True,
+                     log_level="ERROR", ncpu=1, frontend_conf={"dither": 0.0})  # it sets torch's threads on every call
 
 
 @pytest.fixture(scope="module")

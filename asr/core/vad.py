@@ -67,6 +67,34 @@ class SpeechDetector:
             self._module.vad_opts.max_end_silence_time = self._saved_end_silence
 
 
+class LiveEndpoints:
+    """FSMN-VAD on a live stream, frame by frame, as FunASR's two-pass server runs it: each call says where
+    speech started and where it ended within what was fed so far (ms from the stream's start), -1 for
+    neither. The model's cache holds only its look-back, so memory does not grow with the stream."""
+
+    def __init__(self, model: LoadedModel):
+        self._module = model.module
+        self._frontend = model.frontend
+        self._cache: dict = {}
+
+    def feed(self, samples: np.ndarray, is_final: bool = False) -> tuple[int, int]:
+        """(start_ms, end_ms) of speech found in this frame, -1 for none; ``samples`` is one client frame."""
+        frame_ms = max(1, len(samples) // SAMPLES_PER_MS)
+        with torch.inference_mode():
+            results, _ = self._module.inference(
+                data_in=[torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))], key=["live"],
+                frontend=self._frontend, cache=self._cache, is_final=is_final, chunk_size=frame_ms,
+                is_streaming_input=True, device="cpu",
+            )
+        found = results[0]["value"]
+        # One boundary (or one short segment) per frame is what a frame can hold; FunASR's server also
+        # ignores a frame that reports several, which only a frame far longer than the end silence could.
+        if len(found) != 1:
+            return -1, -1
+        start, end = found[0]
+        return int(start), int(end)
+
+
 class FixedSegmenter:
     """Without a VAD model: windows of at most ``max_segment_ms``, cut at the quietest 10 ms
     in the window's last fifth so that a cut rarely lands inside a word."""

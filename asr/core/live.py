@@ -1,0 +1,211 @@
+"""Live captions for one stream, as FunASR's two-pass runtime makes them: the streaming Paraformer gives
+partial text every chunk (600 ms), and at each end of speech that FSMN-VAD finds, the offline pipeline
+decodes the sentence again, with punctuation (and ITN and hotwords), for the final text.
+
+    session = LiveSession(options, online, lambda: LiveEndpoints(models.vad), finalize)
+    for frame in frames:                     # PCM16 bytes, as the client sends them
+        captions += session.audio(frame)
+    captions += session.end()
+
+No sockets or threads here (asr/service/live.py speaks the WebSocket protocol); ``online`` is the
+streaming recognizer (asr.core.streaming) and ``finalize`` the offline pass on one segment.
+
+Where this departs from FunASR's server, on purpose:
+- a final decodes exactly the segment the VAD found ([start, end]), not the frames up to the one in
+  which the end was noticed (FunASR's also carries up to the end silence);
+- a final's times count from the start of the stream, not of the segment, so that a client can place
+  it without adding up the segments itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from asr.errors import RequestError
+from asr.types import Sentence, TimedToken, TranscribeOptions, Transcript
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["online", "offline", "2pass"]
+MODES: tuple[str, ...] = ("online", "offline", "2pass")
+SAMPLE_RATE = 16000
+SAMPLE_RATES = (8000, 16000)
+#: speech heard before the VAD said it started is taken from here (FunASR keeps 20 frames, 1.2 s)
+PRE_ROLL_MS = 2000
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """What the client's first message asks for (FunASR's names, checked)."""
+
+    mode: Mode = "2pass"
+    chunk_size: tuple[int, int, int] = (5, 10, 5)
+    chunk_interval: int = 10
+    sample_rate: int = SAMPLE_RATE
+    wav_name: str = "microphone"
+    encoder_chunk_look_back: int = 4
+    decoder_chunk_look_back: int = 1
+    #: the offline pass's options: punctuation, ITN, hotwords
+    final: TranscribeOptions = field(default_factory=lambda: TranscribeOptions(use_vad=False))
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise RequestError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.sample_rate not in SAMPLE_RATES:
+            raise RequestError(f"audio_fs must be 16000 or 8000 (PCM16 mono), not {self.sample_rate}")
+        if len(self.chunk_size) != 3 or not all(isinstance(c, int) and 0 <= c <= 64 for c in self.chunk_size) \
+                or self.chunk_size[1] < 1:
+            raise RequestError(f"chunk_size must be three whole numbers such as 5,10,5, not {list(self.chunk_size)}")
+        if not 1 <= self.chunk_interval <= 100:
+            raise RequestError(f"chunk_interval must be between 1 and 100, not {self.chunk_interval}")
+
+    @property
+    def chunk_ms(self) -> int:
+        """The streaming model's chunk: chunk_size[1] frames of 60 ms (600 ms for 5,10,5)."""
+        return self.chunk_size[1] * 60
+
+
+@dataclass(frozen=True)
+class Caption:
+    """One message for the client: new partial text, or a segment's final text (with its sentences)."""
+
+    text: str
+    is_final: bool
+    #: "online" (the streaming model's) or "offline" (the second pass's)
+    source: Literal["online", "offline"]
+    start_ms: int = -1
+    end_ms: int = -1
+    sentences: tuple[Sentence, ...] = ()
+
+
+class LiveSession:
+    """One client's stream. ``online`` has ``new_stream()`` and ``accept(stream, samples, is_final) -> str``;
+    ``endpoints()`` makes a detector with ``feed(samples) -> (start_ms, end_ms)``; ``finalize(samples, options)``
+    is the offline pass on one segment. Not thread-safe: one stream is fed by one caller at a time."""
+
+    def __init__(self, options: LiveOptions, online: Any, endpoints: Callable[[], Any],
+                 finalize: Callable[[np.ndarray, TranscribeOptions], Transcript]):
+        self.options = options
+        self._online = online
+        self._new_endpoints = endpoints
+        self._endpoints = endpoints()
+        self._finalize = finalize
+        self._stream = online.new_stream() if online is not None and options.mode != "offline" else None
+        self._position = 0  # samples received so far (16 kHz)
+        self._recent: deque[np.ndarray] = deque()  # the last PRE_ROLL_MS, for a start the VAD reports late
+        self._recent_samples = 0
+        self._segment: list[np.ndarray] | None = None  # speech since the VAD's start, until its end
+        self._segment_start = 0  # samples
+        self._pending: list[np.ndarray] = []  # everything since the last final (offline: the whole utterance)
+        self.finals: list[Caption] = []
+
+    # ---- the client's messages ----
+
+    def audio(self, pcm: bytes) -> list[Caption]:
+        """One binary frame (PCM16 little-endian mono at the options' sample rate)."""
+        samples = self._to_16k(pcm)
+        if not len(samples):
+            return []
+        captions = self._partial(samples, is_final=False)
+        start = self._position
+        self._position += len(samples)
+        self._remember(samples)
+        if self._segment is not None:
+            self._segment.append(samples)
+        speech_start, speech_end = self._endpoints.feed(samples)
+        if speech_start != -1:
+            self._open_segment(speech_start * 16, start)
+        if speech_end != -1:
+            captions += self._close(speech_end * 16)
+        return captions
+
+    def end(self) -> list[Caption]:
+        """``{"is_speaking": false}``: what is left is decoded, as one last final."""
+        captions = self._partial(np.zeros(0, dtype=np.float32), is_final=True)
+        if self._segment is not None:
+            captions += self._close(self._position)
+        elif self._pending and self.options.mode != "online":
+            # no end of speech was found (or no start): decode what came since the last final
+            pending = np.concatenate(self._pending)
+            self._segment, self._segment_start = [pending], self._position - len(pending)
+            captions += self._close(self._position)
+        # the connection may carry another utterance: it starts from nothing, at time 0 (as FunASR's does)
+        self._endpoints, self._position = self._new_endpoints(), 0
+        self._recent.clear()
+        self._recent_samples = 0
+        return captions
+
+    # ---- the stages ----
+
+    def _partial(self, samples: np.ndarray, is_final: bool) -> list[Caption]:
+        if self._stream is None:
+            return []
+        text = self._online.accept(self._stream, samples, is_final)
+        if is_final:
+            self._stream = self._online.new_stream()  # the next segment starts with a fresh cache
+        if not text and not (is_final and self.options.mode == "online"):
+            return []
+        if self.options.mode == "2pass" and is_final:
+            return []  # the offline pass gives this segment's final
+        return [Caption(text=text, is_final=is_final, source="online")]
+
+    def _open_segment(self, start: int, frame_start: int) -> None:
+        """Speech began at ``start`` (samples): the segment is the audio from there, taken from the recent past."""
+        start = max(start, self._position - self._recent_samples)
+        audio = np.concatenate(list(self._recent)) if self._recent else np.zeros(0, np.float32)
+        self._segment = [audio[start - (self._position - len(audio)):]]
+        self._segment_start = start
+
+    def _close(self, end: int) -> list[Caption]:
+        """Speech ended at ``end`` (samples): the online stream is finished, and the segment decoded again."""
+        captions = self._partial(np.zeros(0, dtype=np.float32), is_final=True)
+        segment = self._segment or []
+        self._segment = None
+        audio = np.concatenate(segment) if segment else np.zeros(0, np.float32)
+        audio = audio[: max(0, end - self._segment_start)]
+        self._pending = []
+        if self.options.mode == "online" or not len(audio):
+            return captions
+        transcript = self._finalize(audio, self.options.final)
+        final = _shifted(transcript, self._segment_start // 16)
+        caption = Caption(text=final.text, is_final=True, source="offline", start_ms=self._segment_start // 16,
+                          end_ms=end // 16, sentences=final.sentences)
+        self.finals.append(caption)
+        return captions + [caption]
+
+    def _remember(self, samples: np.ndarray) -> None:
+        self._recent.append(samples)
+        self._recent_samples += len(samples)
+        while self._recent and self._recent_samples - len(self._recent[0]) >= PRE_ROLL_MS * 16:
+            self._recent_samples -= len(self._recent.popleft())
+        if self.options.mode != "online":
+            self._pending.append(samples)
+            if self._segment is None:  # between segments only the recent past can become speech
+                while self._pending and sum(map(len, self._pending)) - len(self._pending[0]) >= PRE_ROLL_MS * 16:
+                    self._pending.pop(0)
+
+    def _to_16k(self, pcm: bytes) -> np.ndarray:
+        if len(pcm) % 2:
+            raise RequestError("audio frames must be PCM16: an even number of bytes")
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+        if self.options.sample_rate == 8000:
+            from scipy.signal import resample_poly
+
+            samples = resample_poly(samples, 2, 1).astype(np.float32)
+        return samples
+
+
+def _shifted(transcript: Transcript, offset_ms: int) -> Transcript:
+    """The segment's transcript with its times counted from the start of the stream."""
+    def tokens(sentence: Sentence) -> tuple[TimedToken, ...]:
+        return tuple(replace(t, start_ms=t.start_ms + offset_ms, end_ms=t.end_ms + offset_ms) for t in sentence.tokens)
+
+    sentences = tuple(replace(s, start_ms=s.start_ms + offset_ms, end_ms=s.end_ms + offset_ms, tokens=tokens(s))
+                      for s in transcript.sentences)
+    return replace(transcript, sentences=sentences)

@@ -1,0 +1,175 @@
+"""Live captions for one stream (asr.core.live): the streaming VAD's endpoints equal FunASR's own, and a
+session gives partials from the streaming model and, at each end of speech, a final that is our offline
+pipeline's text on that very segment. On the random-weight test models (the VAD is the real FSMN-VAD), so
+texts are compared, never read."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from asr.core.live import PRE_ROLL_MS, LiveOptions, LiveSession
+from asr.errors import RequestError
+from asr.types import TranscribeOptions
+from tests.test_loading import _kept_process_state
+
+LIVE = "vad+asr+punc+live"
+FRAME_MS = 60  # what FunASR's clients send: chunk_size[1] * 60 / chunk_interval
+
+
+@pytest.fixture(scope="module")
+def live_pipeline(settings):
+    from asr.core.pipeline import build_pipeline
+
+    return build_pipeline(settings.model_copy(update={"models": settings.models.model_copy(update={"profile": LIVE})}))
+
+
+@pytest.fixture(scope="module")
+def online(live_pipeline):
+    from asr.core.streaming import OnlineRecognizer
+
+    model = live_pipeline.models.online
+    return OnlineRecognizer(model.module, model.frontend, model.tokenizer, live_pipeline.models.device)
+
+
+def pcm16(audio: np.ndarray) -> np.ndarray:
+    return (np.clip(audio, -1, 1) * 32767).astype("<i2")
+
+
+def heard(audio: np.ndarray) -> np.ndarray:
+    """The audio as the server hears it from a client: through PCM16."""
+    return pcm16(audio).astype(np.float32) / 32768
+
+
+def frames_of(audio: np.ndarray, ms: int = FRAME_MS) -> list[bytes]:
+    pcm = pcm16(audio)
+    step = ms * 16
+    return [pcm[i:i + step].tobytes() for i in range(0, len(pcm), step)]
+
+
+def session(live_pipeline, online, **options) -> LiveSession:
+    from asr.core.vad import LiveEndpoints
+
+    return LiveSession(LiveOptions(**options), online, lambda: LiveEndpoints(live_pipeline.models.vad),
+                       live_pipeline.transcribe)
+
+
+def run(live, audio: np.ndarray) -> list:
+    captions = []
+    for frame in frames_of(audio):
+        captions += live.audio(frame)
+    return captions + live.end()
+
+
+@pytest.mark.slow  # FunASR's AutoModel once per 60 ms frame
+def test_the_live_endpoints_equal_funasr_s_streaming_vad(live_pipeline, speech_with_pauses):
+    """Frame by frame, as FunASR's two-pass server calls AutoModel(vad).generate(chunk_size=60, cache=...)."""
+    from asr.core.vad import LiveEndpoints
+    from asr.models.funasr_import import import_registered
+
+    import_registered("FsmnVADStreaming")
+    from funasr.auto.auto_model import AutoModel
+
+    with _kept_process_state():
+        theirs = AutoModel(model=str(live_pipeline.models.vad.location.directory), device="cpu", disable_update=True,
+                           disable_pbar=True, log_level="ERROR")
+    ours = LiveEndpoints(live_pipeline.models.vad)
+    cache: dict = {}
+    found, expected = [], []
+    frames = frames_of(speech_with_pauses)
+    for i, frame in enumerate(frames):
+        samples = np.frombuffer(frame, "<i2").astype(np.float32) / 32768
+        with _kept_process_state():
+            value = theirs.generate(input=samples, cache=cache, is_final=False, chunk_size=FRAME_MS,
+                                    disable_pbar=True)[0]["value"]
+        expected.append(tuple(value[0]) if len(value) == 1 else (-1, -1))
+        found.append(ours.feed(samples))
+    assert found == expected
+    starts = [s for s, _ in found if s != -1]
+    ends = [e for _, e in found if e != -1]
+    # the last end needs more silence than the audio has after it (is_final would close it)
+    assert len(starts) == 3 and len(ends) == 2, "the three sentences are found as speech"
+
+
+def test_two_pass_gives_partials_then_each_segment_s_final_as_the_offline_pipeline_decodes_it(
+        live_pipeline, online, speech_with_pauses):
+    live = session(live_pipeline, online, mode="2pass")
+    captions = run(live, speech_with_pauses)
+    partials = [c for c in captions if c.source == "online"]
+    finals = [c for c in captions if c.source == "offline"]
+    assert partials and all(not c.is_final and c.text for c in partials)
+    assert len(finals) >= 3 and all(c.is_final for c in finals)
+    duration_ms = len(speech_with_pauses) // 16
+    for final in finals:
+        assert 0 <= final.start_ms < final.end_ms <= duration_ms
+        segment = heard(speech_with_pauses)[final.start_ms * 16:final.end_ms * 16]
+        alone = live_pipeline.transcribe(segment, TranscribeOptions(use_vad=False))
+        assert final.text == alone.text
+        # its sentences count from the stream's start
+        assert all(final.start_ms <= s.start_ms <= s.end_ms <= final.end_ms + 1 for s in final.sentences)
+    assert [f.start_ms for f in finals] == sorted(f.start_ms for f in finals)
+    assert live.finals == finals
+
+
+def test_online_mode_gives_partials_and_a_final_piece_but_no_second_pass(live_pipeline, online, speech_with_pauses):
+    captions = run(session(live_pipeline, online, mode="online"), speech_with_pauses)
+    assert captions and all(c.source == "online" for c in captions)
+    assert captions[-1].is_final
+
+
+def test_offline_mode_gives_only_finals(live_pipeline, online, speech_with_pauses):
+    captions = run(session(live_pipeline, online, mode="offline"), speech_with_pauses)
+    assert captions and all(c.source == "offline" and c.is_final for c in captions)
+
+
+def test_speech_with_no_end_is_decoded_when_the_client_stops(live_pipeline, online, sentence_clips):
+    """No silence after the speech, so the VAD never ends it: is_speaking false decodes what came."""
+    audio = np.concatenate(sentence_clips)[: 16000 * 3]
+    live = session(live_pipeline, online, mode="2pass")
+    captions = []
+    for frame in frames_of(audio):
+        captions += live.audio(frame)
+    assert not any(c.source == "offline" for c in captions)
+    ending = live.end()
+    assert [c.source for c in ending] == ["offline"] and ending[0].text
+
+
+@pytest.mark.slow  # long audio: a minute of silence after the speech
+def test_memory_per_stream_is_bounded(live_pipeline, online, speech_with_pauses):
+    """Between sentences a stream keeps only its recent past; a minute of silence adds nothing."""
+    live = session(live_pipeline, online, mode="2pass")
+    for frame in frames_of(np.concatenate([speech_with_pauses, np.zeros(16000 * 60, np.float32)])):
+        live.audio(frame)
+    assert live._segment is None
+    assert live._recent_samples <= (PRE_ROLL_MS + FRAME_MS) * 16
+    assert sum(map(len, live._pending)) <= (PRE_ROLL_MS + FRAME_MS) * 16
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"mode": "3pass"}, "mode must be one of online, offline, 2pass, not '3pass'"),
+    ({"sample_rate": 44100}, "audio_fs must be 16000 or 8000 (PCM16 mono), not 44100"),
+    ({"chunk_size": (5, 0, 5)}, "chunk_size must be three whole numbers such as 5,10,5, not [5, 0, 5]"),
+    ({"chunk_interval": 0}, "chunk_interval must be between 1 and 100, not 0"),
+])
+def test_bad_options_are_refused_with_their_reason(options, message):
+    with pytest.raises(RequestError) as e:
+        LiveOptions(**options)
+    assert str(e.value) == message
+
+
+def test_a_frame_that_is_not_pcm16_is_refused(live_pipeline, online):
+    with pytest.raises(RequestError, match="PCM16"):
+        session(live_pipeline, online).audio(b"\x00\x01\x02")
+
+
+def test_8_khz_audio_is_resampled(live_pipeline, online, speech_with_pauses):
+    from scipy.signal import resample_poly
+
+    narrow = resample_poly(speech_with_pauses, 1, 2).astype(np.float32)
+    live = session(live_pipeline, online, mode="offline", sample_rate=8000)
+    captions = []
+    for frame in frames_of(narrow, ms=FRAME_MS * 2):  # 60 ms at 8 kHz is half the bytes: frames_of counts 16 kHz
+        captions += live.audio(frame)
+    captions += live.end()
+    assert len(captions) >= 3
+    assert max(c.end_ms for c in captions) <= len(speech_with_pauses) // 16 + FRAME_MS
