@@ -244,6 +244,17 @@ class QueueConfig(_Section):
     """Workers, each owning one loaded model set (FunASR models are not re-entrant)."""
 
 
+class LiveConfig(_Section):
+    """Live captions over WebSocket (the ``vad+asr+punc+live`` profile)."""
+
+    max_streams: int = Field(4, ge=1, le=256)
+    """Live streams at once; one more is refused at once, with "busy"."""
+    idle_timeout_s: float = Field(30, gt=0)
+    """A stream that sends nothing for this long is closed."""
+    max_frame_kb: int = Field(256, ge=2, le=16384)
+    """Largest audio frame a client may send (FunASR's clients send 60 ms: 2 KB at 16 kHz)."""
+
+
 class StorageConfig(_Section):
     state_dir: Path = Path("~/.local/state/asr-service")
     """SQLite job history and results (systemd: StateDirectory)."""
@@ -288,6 +299,7 @@ class Settings(BaseSettings):
     text: TextConfig = TextConfig()
     server: ServerConfig = ServerConfig()
     queue: QueueConfig = QueueConfig()
+    live: LiveConfig = LiveConfig()
     storage: StorageConfig = StorageConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -136,6 +136,13 @@ class JobActiveError(AsrError):
     code = "job_active"
 
 
+class IdleTimeoutError(AsrError):
+    """A live stream sent nothing for ``live.idle_timeout_s``: it was closed."""
+
+    http_status = 408
+    code = "idle_timeout"
+
+
 class JobAlreadyFinishedError(AsrError):
     """A finished job cannot be cancelled (its result, if any, stays available)."""
 

@@ -41,6 +41,7 @@ from asr.errors import (
 )
 from asr.service.edits import SentenceEdit, apply_edits
 from asr.service.jobs import JobKind, JobRecord, JobState, JobStore
+from asr.service.live import LiveHub
 from asr.service.system import CpuSampler, cpu_facts, disk_facts, gpu_facts, memory_facts, package_version
 from asr.types import ProgressCallback, TranscribeOptions, Transcript, VadResult
 
@@ -151,6 +152,8 @@ class Engine:
         #: server adds its folder); deleting the job deletes them too.
         self.result_dirs: list[Path] = []
         self._cpu = CpuSampler()
+        #: live captions (asr.service.live), with the live profile: its own thread and models
+        self.live: LiveHub | None = LiveHub(settings) if settings.models.profile.endswith("+live") else None
 
     # ---- life cycle ---------------------------------------------------------------------------
 
@@ -165,6 +168,8 @@ class Engine:
         t0 = time.perf_counter()
         for pipeline in self._pipelines:
             pipeline.warm_up()
+        if self.live is not None:
+            self.live.start()
         self.warmup_seconds = time.perf_counter() - t0
         for worker, pipeline in zip(self._workers, self._pipelines):
             worker.state = "idle"
@@ -195,6 +200,8 @@ class Engine:
         for worker in self._workers:
             if worker.thread is not None:
                 worker.thread.join(timeout)
+        if self.live is not None:
+            self.live.stop()
         self.ready.clear()
 
     def _sweep_job_dirs(self) -> None:

@@ -68,6 +68,33 @@ def session_user(gradio_app: Any, request: Any) -> str | None:
     return tokens.get(token)
 
 
+def live_user(ui_user: Callable[[Any], str | None], auth: list[str], throttle: Any) -> Callable[[Any], str | None]:
+    """Who a live stream is: the UI's login cookie (the Live tab), else HTTP Basic or ``Bearer user:password``
+    (``ws://user:password@host``, which FunASR's Python clients turn into the header), with the same back-off
+    for wrong passwords as the API's."""
+    from asr.service.api import login_valid, parse_logins, presented_login
+
+    logins = parse_logins(auth)
+
+    def user_of(websocket: Any) -> str | None:
+        user = ui_user(websocket)
+        if user is not None:
+            return user
+        presented = presented_login(websocket)
+        if presented is None:
+            return None
+        name, password = presented
+        client = websocket.client.host if websocket.client else "unknown"
+        throttle.check(name, client)
+        if not login_valid(logins, name, password):
+            throttle.failed(name, client)
+            return None
+        throttle.succeeded(name, client)
+        return name
+
+    return user_of
+
+
 def results_dir() -> Path:
     """Files the UI offers for download live in Gradio's own temp dir, which it serves and sweeps."""
     root = Path(os.environ.get("GRADIO_TEMP_DIR") or "/tmp/gradio") / "results"
@@ -105,6 +132,7 @@ def create_app(settings: Settings, ui: UiFactory, engine: Engine | None = None):
         allowed_hosts,
     )
     from asr.service.language import UiLanguage
+    from asr.service.live import add_live_routes
     from asr.service.login_page import add_login_page
     from asr.service.media import media_root, remove_orphans
     from asr.service.ui_text import GRADIO_LOCALE, gradio_translations
@@ -128,6 +156,8 @@ def create_app(settings: Settings, ui: UiFactory, engine: Engine | None = None):
     # Before the mount, so that it answers in place of Gradio's own upload route.
     add_ui_upload_route(api, registry, max_file, ui_user, logins_on=bool(server.auth))
     add_playback_route(api, engine, media_root(settings), ui_user, logins_on=bool(server.auth))
+    if engine.live is not None:  # before the mount: FunASR's clients connect to the root
+        add_live_routes(api, engine.live, settings, live_user(ui_user, server.auth, throttle))
     demo = ui(engine, settings, registry)
     slots = settings.queue.max_size + settings.queue.workers
     demo.queue(max_size=slots, default_concurrency_limit=slots, api_open=False)

@@ -1,0 +1,282 @@
+"""Live captions over WebSocket, in FunASR runtime's protocol (runtime/docs/websocket_protocol.md), so that
+FunASR's own clients, and the third-party ones made for it, work unchanged:
+
+    client → {"mode": "2pass", "chunk_size": [5, 10, 5], "chunk_interval": 10, "wav_name": "mic",
+              "wav_format": "pcm", "audio_fs": 16000, "hotwords": "{\\"阿里巴巴\\": 20}", "itn": true}
+    client → PCM16 frames (binary) ...            server → {"mode": "2pass-online", "text": ..., "is_final": false}
+                                                  server → {"mode": "2pass-offline", "text": ..., "timestamp": ...}
+    client → {"is_speaking": false}               server → ... the last one with "is_final": true
+
+Served at ``/`` (where FunASR's clients connect: ``ws://host:port``) and at ``/v1/live``, behind the same
+Host/Origin guards as every route; with logins on, a stream needs the UI's login cookie or HTTP Basic
+(``ws://user:password@host:port``, which FunASR's Python clients send as a header).
+
+``is_final`` is true only on the last message after ``{"is_speaking": false}``, as the protocol says ("the end
+of recognition") and as FunASR's C++ runtime sends it: clients stop reading at it. A segment's second-pass text
+is the ``2pass-offline`` message. Errors come as ``{"is_final": true, "error": {"code", "message"}}`` (the
+service's one envelope), then the socket closes.
+
+All live streams run on one thread of their own with their own loaded models (the ``live`` profile's), so
+they never wait behind the file queue, and the file queue never waits behind them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+from asr.config import Settings
+from asr.core.live import MODES, Caption, LiveOptions, LiveSession
+from asr.core.options import build_options, hotwords_available
+from asr.errors import (
+    AsrError,
+    EngineBusyError,
+    EngineNotReadyError,
+    IdleTimeoutError,
+    LoginRequiredError,
+    RequestError,
+    RequestTooLargeError,
+)
+from asr.service.guards import envelope
+
+logger = logging.getLogger(__name__)
+
+#: the WebSocket close codes: done; going away (idle, stopping); policy (a bad message, a login); too big; busy
+CLOSE_DONE, CLOSE_AWAY, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_BUSY = 1000, 1001, 1008, 1009, 1013
+
+
+class LiveHub:
+    """The service's live streams: their models, their thread and their limit.
+
+    ``pipeline_factory(settings)`` gives a loaded pipeline of the live profile (asr.core.pipeline.build_pipeline);
+    its streaming model makes the partials and the pipeline itself the finals."""
+
+    def __init__(self, settings: Settings, pipeline_factory: Callable[[Settings], Any] | None = None):
+        self.settings = settings
+        self._factory = pipeline_factory
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-live")
+        self._lock = threading.Lock()
+        self._streams = 0
+        self.ready = threading.Event()
+        self._pipeline: Any = None
+        self._online: Any = None
+
+    def start(self) -> None:
+        """Load the live models (on the live thread, which then owns them) and warm them up."""
+        self._executor.submit(self._load).result()
+        self.ready.set()
+
+    def _load(self) -> None:
+        from asr.core.pipeline import build_pipeline
+        from asr.core.streaming import OnlineRecognizer
+
+        pipeline = (self._factory or build_pipeline)(self.settings)
+        model = pipeline.models.online
+        if model is None:
+            raise AsrError("live captions need the streaming model: use the profile vad+asr+punc+live")
+        self._online = OnlineRecognizer(model.module, model.frontend, model.tokenizer, pipeline.models.device)
+        self._pipeline = pipeline
+
+    @property
+    def streams(self) -> int:
+        return self._streams
+
+    def open(self, options: LiveOptions) -> LiveSession:
+        """A new stream; EngineBusyError over ``live.max_streams``, EngineNotReadyError while loading."""
+        from asr.core.vad import LiveEndpoints
+
+        if not self.ready.is_set():
+            raise EngineNotReadyError("the live models are loading; try again in a moment")
+        with self._lock:
+            if self._streams >= self.settings.live.max_streams:
+                raise EngineBusyError(f"busy: {self._streams} live streams, the most this service runs at "
+                                      "once (live.max_streams); try again later")
+            self._streams += 1
+        vad = self._pipeline.models.vad
+        return LiveSession(options, self._online, lambda: LiveEndpoints(vad), self._pipeline.transcribe)
+
+    def close(self, session: LiveSession) -> None:
+        with self._lock:
+            self._streams -= 1
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on the live thread (the models are not re-entrant)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def stop(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def parse_options(message: dict[str, Any], settings: Settings) -> LiveOptions:
+    """The client's first message as LiveOptions; RequestError (the message says which field) for a bad one."""
+    def number(name: str, default: int) -> int:
+        value = message.get(name)
+        if value is None:  # FunASR's clients send null for what they leave to the server
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
+            raise RequestError(f"{name} must be a whole number, not {value!r}")
+        return int(value)
+
+    mode = message.get("mode", "2pass") or "2pass"
+    if mode not in MODES:
+        raise RequestError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    chunk = message.get("chunk_size", [5, 10, 5])
+    if isinstance(chunk, str):
+        chunk = [c.strip() for c in chunk.split(",")]
+    try:
+        chunk_size = tuple(int(c) for c in chunk)
+    except (TypeError, ValueError):
+        raise RequestError(f"chunk_size must be three whole numbers such as 5,10,5, not {chunk!r}") from None
+    wav_format = str(message.get("wav_format") or "pcm").lower()
+    if wav_format not in ("pcm", "wav"):
+        raise RequestError(f"wav_format must be pcm (PCM16 mono frames), not {wav_format!r}")
+    words = _hotwords(message.get("hotwords"))
+    if words and not hotwords_available(settings):
+        logger.info("live stream: hotwords ignored (this deployment's ASR model is not SeACo-Paraformer)")
+        words = None
+    itn = message.get("itn", None)
+    final = build_options(settings, itn=bool(itn) if itn is not None else None, hotwords=words)
+    return LiveOptions(
+        mode=mode, chunk_size=chunk_size, chunk_interval=number("chunk_interval", 10),  # type: ignore[arg-type]
+        sample_rate=number("audio_fs", 16000), wav_name=str(message.get("wav_name") or "microphone")[:200],
+        encoder_chunk_look_back=number("encoder_chunk_look_back", 4),
+        decoder_chunk_look_back=number("decoder_chunk_look_back", 1),
+        final=replace(final, use_vad=False),  # the VAD has cut the segment already
+    )
+
+
+def _hotwords(raw: Any) -> str | None:
+    """FunASR's clients send hotwords as a JSON object string ({"阿里巴巴": 20}: the weights are not used by
+    SeACo), a space-separated string, or nothing."""
+    if not raw:
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return raw
+    if isinstance(raw, dict):
+        return " ".join(str(k) for k in raw)
+    if isinstance(raw, list):
+        return " ".join(str(k) for k in raw)
+    return str(raw)
+
+
+def caption_message(caption: Caption, options: LiveOptions, is_final: bool) -> dict[str, Any]:
+    """A caption as FunASR's runtime sends it."""
+    mode = f"2pass-{caption.source}" if options.mode == "2pass" else options.mode
+    message: dict[str, Any] = {"mode": mode, "wav_name": options.wav_name, "text": caption.text, "is_final": is_final}
+    if caption.source == "offline":
+        tokens = [t for s in caption.sentences for t in s.tokens]
+        message["timestamp"] = json.dumps([[t.start_ms, t.end_ms] for t in tokens])
+        message["stamp_sents"] = [
+            {"text_seg": " ".join(t.text for t in s.tokens), "punc": _trailing_punctuation(s.text),
+             "start": s.start_ms, "end": s.end_ms, "ts_list": [[t.start_ms, t.end_ms] for t in s.tokens]}
+            for s in caption.sentences
+        ]
+    return message
+
+
+def _trailing_punctuation(text: str) -> str:
+    stripped = text.rstrip("，。？！、,.?!;；：:")
+    return text[len(stripped):]
+
+
+def add_live_routes(app: Any, hub: LiveHub, settings: Settings, user_of: Callable[[Any], str | None],
+                    paths: tuple[str, ...] = ("/", "/v1/live")) -> None:
+    """The live WebSocket at ``paths``. ``user_of(websocket)`` is the signed-in user (the UI's cookie, or
+    HTTP Basic), None without one; with logins on a stream without one is refused."""
+    from starlette.websockets import WebSocket, WebSocketDisconnect
+
+    live = settings.live
+
+    async def send_error(websocket: WebSocket, error: AsrError, options: LiveOptions | None, code: int) -> None:
+        body = {"mode": options.mode if options else "", "wav_name": options.wav_name if options else "",
+                "is_final": True, **envelope(error)}
+        try:
+            await websocket.send_text(json.dumps(body, ensure_ascii=False))
+            await websocket.close(code, str(error)[:120])
+        except (RuntimeError, WebSocketDisconnect):
+            pass  # the client has gone already
+
+    async def receive(websocket: WebSocket) -> dict[str, Any]:
+        try:
+            return await asyncio.wait_for(websocket.receive(), live.idle_timeout_s)
+        except asyncio.TimeoutError:
+            raise _Idle() from None
+
+    async def stream(websocket: WebSocket) -> None:
+        offered = websocket.scope.get("subprotocols") or []
+        await websocket.accept(subprotocol="binary" if "binary" in offered else None)
+        options: LiveOptions | None = None
+        session: LiveSession | None = None
+        try:
+            if settings.server.auth and user_of(websocket) is None:
+                raise LoginRequiredError("log in first: the UI's login, or ws://user:password@host (HTTP Basic)")
+            while True:
+                message = await receive(websocket)
+                if message["type"] == "websocket.disconnect":
+                    return
+                if message.get("bytes") is not None:
+                    frame = message["bytes"]
+                    if session is None:
+                        raise RequestError("send the JSON configuration message first (mode, chunk_size, "
+                                           "audio_fs ...), then the audio")
+                    if len(frame) > live.max_frame_kb * 1024:
+                        raise RequestTooLargeError(f"an audio frame of {len(frame) >> 10} KB is larger than the "
+                                                   f"{live.max_frame_kb} KB allowed (live.max_frame_kb)")
+                    for caption in await hub.run(session.audio, frame):
+                        await websocket.send_text(json.dumps(caption_message(caption, options, False),
+                                                             ensure_ascii=False))
+                    continue
+                try:
+                    body = json.loads(message.get("text") or "")
+                except ValueError:
+                    raise RequestError("a text message must be JSON, such as {\"is_speaking\": false}") from None
+                if not isinstance(body, dict):
+                    raise RequestError("a text message must be a JSON object")
+                if session is None:
+                    options = parse_options(body, settings)
+                    session = hub.open(options)
+                if body.get("is_speaking") is False:
+                    captions = await hub.run(session.end)
+                    for i, caption in enumerate(captions):
+                        await websocket.send_text(json.dumps(
+                            caption_message(caption, options, i == len(captions) - 1), ensure_ascii=False))
+                    if not captions:
+                        await websocket.send_text(json.dumps(
+                            {"mode": caption_mode(options), "wav_name": options.wav_name, "text": "",
+                             "is_final": True}, ensure_ascii=False))
+        except _Idle:
+            await send_error(websocket, IdleTimeoutError(f"nothing was received for {live.idle_timeout_s:g} s "
+                                                   "(live.idle_timeout_s); the stream is closed"), options, CLOSE_AWAY)
+        except WebSocketDisconnect:
+            pass
+        except AsrError as e:
+            close = {"busy": CLOSE_BUSY, "not_ready": CLOSE_BUSY, "request_too_large": CLOSE_TOO_BIG}
+            await send_error(websocket, e, options, close.get(e.code, CLOSE_POLICY))
+        except Exception:
+            logger.exception("live stream failed")
+            await send_error(websocket, AsrError("internal error; the details are in the service log"), options,
+                             1011)
+        finally:
+            if session is not None:
+                hub.close(session)
+
+    for path in paths:
+        app.router.add_websocket_route(path, stream)  # plain Starlette: no dependency injection to resolve
+
+
+def caption_mode(options: LiveOptions) -> str:
+    return "2pass-offline" if options.mode == "2pass" else options.mode
+
+
+class _Idle(Exception):
+    pass
+
