@@ -115,6 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime_flags(p)
     _common(p)
 
+    p = sub.add_parser("live", help="live captions of a file, streamed as a microphone would send it "
+                                    "(needs --profile vad+asr+punc+live)")
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("--mode", choices=["2pass", "online", "offline"], default="2pass",
+                   help="2pass: partials, then each sentence's final (default); online: partials only; "
+                        "offline: finals only")
+    p.add_argument("--realtime", action="store_true", help="send at the pace of the audio (default: as fast "
+                   "as it is recognised)")
+    _text_flags(p)
+    _runtime_flags(p)
+    _common(p)
+
     p = sub.add_parser("batch", help="transcribe many files into a directory, resumable (locally or on Ray)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, directories (recursive) or manifests "
                    "(.txt/.lst: one path per line; .jsonl: {\"path\": ..., \"id\": ...} per line)")
@@ -273,6 +285,52 @@ def cmd_vad(args: argparse.Namespace, settings: Settings) -> int:
             write_atomic(args.out / rendered.filename, rendered.body)
         print(f"{path}: {len(result.segments)} speech segments -> {args.out}/{output_name(stem, '{' + ','.join(formats) + '}', vad=True)}")
     return 1 if failures else 0
+
+
+def cmd_live(args: argparse.Namespace, settings: Settings) -> int:
+    """The file through a live session, frame by frame (60 ms, as FunASR's clients send), in this process:
+    partials as they come, then each sentence's final with its times."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from asr.core.isolation import open_audio
+    from asr.core.live import LiveOptions, online_recognizer, open_session
+    from asr.core.writers import format_timestamp
+
+    live = settings.model_copy(update={"models": settings.models.model_copy(update={"profile": "vad+asr+punc+live"})})
+    options = LiveOptions(mode=args.mode, wav_name=args.file.name,
+                          final=replace(_options(args, live), use_vad=False))  # a bad request fails first
+    pipeline = _load_pipeline(live)
+    session = open_session(pipeline, online_recognizer(pipeline.models), options)
+    started, sent, frame = time.monotonic(), 0, 960
+
+    def show(captions) -> None:
+        for caption in captions:
+            if caption.source == "online":
+                print(f"… {caption.text}", flush=True)
+            else:
+                print(f"[{format_timestamp(caption.start_ms, '.')} → {format_timestamp(caption.end_ms, '.')}] "
+                      f"{caption.text}", flush=True)
+
+    held = np.zeros(0, dtype=np.float32)
+    try:
+        _, chunks = open_audio(args.file, live.audio, args.file.name)
+        for chunk in chunks:
+            held = np.concatenate([held, chunk])
+            while len(held) >= frame:
+                piece, held = held[:frame], held[frame:]
+                if args.realtime:
+                    time.sleep(max(0.0, started + sent / 16000 - time.monotonic()))
+                sent += frame
+                show(session.audio((np.clip(piece, -1, 1) * 32767).astype("<i2").tobytes()))
+    except (AsrError, OSError) as e:  # as transcribe reports a file that cannot be used
+        print(_error_line(args.file, e), file=sys.stderr)
+        return 1
+    if len(held):
+        show(session.audio((np.clip(held, -1, 1) * 32767).astype("<i2").tobytes()))
+    show(session.end())
+    return 0
 
 
 def _load_pipeline(settings: Settings):
@@ -489,6 +547,7 @@ COMMANDS = {
     "batch": cmd_batch,
     "transcribe": cmd_transcribe,
     "vad": cmd_vad,
+    "live": cmd_live,
     "download": cmd_download,
     "verify": cmd_verify,
     "bundle": cmd_bundle,

@@ -179,6 +179,30 @@ def test_unknown_format_is_refused_before_anything_runs(tmp_path, inputs):
 # ---- vad ----------------------------------------------------------------------------------
 
 
+TIMESTAMP = r"\d{2}:\d{2}:\d{2}\.\d{3}"
+
+
+def test_live_streams_a_file_and_prints_partials_then_each_sentence_s_final(test_models, inputs, tmp_path):
+    wav = inputs["wav"]
+    result = run_asr("live", wav, "--config", TEST_CONFIG, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    partials = [line for line in lines if line.startswith("… ")]
+    finals = [re.fullmatch(rf"\[({TIMESTAMP}) → ({TIMESTAMP})\] (.+)", line) for line in lines if line.startswith("[")]
+    assert partials and len(finals) >= 3 and all(finals), lines
+    assert len(partials) + len(finals) == len(lines)
+    offline = run_asr("live", wav, "--mode", "offline", "--config", TEST_CONFIG, cwd=tmp_path)
+    assert offline.returncode == 0 and not any(line.startswith("… ") for line in offline.stdout.splitlines())
+
+
+def test_live_refuses_a_bad_file_with_its_message(inputs, tmp_path):
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio")
+    result = run_asr("live", bad, "--config", TEST_CONFIG, cwd=tmp_path)
+    assert_clean_failure(result, 1)
+    assert "notes.wav" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_vad_prints_a_table_and_writes_csv(test_models, inputs, tmp_path):
     wav = inputs["wav"]
     result = run_asr("vad", wav, "--config", TEST_CONFIG, cwd=tmp_path)

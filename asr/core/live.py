@@ -2,7 +2,7 @@
 partial text every chunk (600 ms), and at each end of speech that FSMN-VAD finds, the offline pipeline
 decodes the sentence again, with punctuation (and ITN and hotwords), for the final text.
 
-    session = LiveSession(options, online, lambda: LiveEndpoints(models.vad), finalize)
+    session = open_session(pipeline, online_recognizer(pipeline.models), options)
     for frame in frames:                     # PCM16 bytes, as the client sends them
         captions += session.audio(frame)
     captions += session.end()
@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from asr.errors import RequestError
+from asr.errors import ConfigError, RequestError
 from asr.types import Sentence, TimedToken, TranscribeOptions, Transcript
 
 logger = logging.getLogger(__name__)
@@ -174,7 +174,8 @@ class LiveSession:
             return captions
         transcript = self._finalize(audio, self.options.final)
         final = _shifted(transcript, self._segment_start // 16)
-        caption = Caption(text=final.text, is_final=True, source="offline", start_ms=self._segment_start // 16,
+        text = "".join(s.text for s in final.sentences)  # FunASR's <unk> dropped, as the sentences drop it
+        caption = Caption(text=text, is_final=True, source="offline", start_ms=self._segment_start // 16,
                           end_ms=end // 16, sentences=final.sentences)
         self.finals.append(caption)
         return captions + [caption]
@@ -209,3 +210,21 @@ def _shifted(transcript: Transcript, offset_ms: int) -> Transcript:
     sentences = tuple(replace(s, start_ms=s.start_ms + offset_ms, end_ms=s.end_ms + offset_ms, tokens=tokens(s))
                       for s in transcript.sentences)
     return replace(transcript, sentences=sentences)
+
+
+def online_recognizer(models: Any) -> Any:
+    """The streaming recognizer of a loaded live-profile ModelSet (``models.online``)."""
+    from asr.core.streaming import OnlineRecognizer
+
+    model = models.online
+    if model is None:
+        raise ConfigError("live captions need the streaming model: use the profile vad+asr+punc+live")
+    return OnlineRecognizer(model.module, model.frontend, model.tokenizer, models.device)
+
+
+def open_session(pipeline: Any, online: Any, options: LiveOptions) -> LiveSession:
+    """A stream over a loaded live-profile pipeline: its VAD for the endpoints, itself for the finals."""
+    from asr.core.vad import LiveEndpoints
+
+    vad = pipeline.models.vad
+    return LiveSession(options, online, lambda: LiveEndpoints(vad), pipeline.transcribe)

@@ -32,7 +32,7 @@ from dataclasses import replace
 from typing import Any
 
 from asr.config import Settings
-from asr.core.live import MODES, Caption, LiveOptions, LiveSession
+from asr.core.live import MODES, Caption, LiveOptions, LiveSession, online_recognizer, open_session
 from asr.core.options import build_options, hotwords_available
 from asr.errors import (
     AsrError,
@@ -74,13 +74,9 @@ class LiveHub:
 
     def _load(self) -> None:
         from asr.core.pipeline import build_pipeline
-        from asr.core.streaming import OnlineRecognizer
 
         pipeline = (self._factory or build_pipeline)(self.settings)
-        model = pipeline.models.online
-        if model is None:
-            raise AsrError("live captions need the streaming model: use the profile vad+asr+punc+live")
-        self._online = OnlineRecognizer(model.module, model.frontend, model.tokenizer, pipeline.models.device)
+        self._online = online_recognizer(pipeline.models)
         self._pipeline = pipeline
 
     @property
@@ -89,8 +85,6 @@ class LiveHub:
 
     def open(self, options: LiveOptions) -> LiveSession:
         """A new stream; EngineBusyError over ``live.max_streams``, EngineNotReadyError while loading."""
-        from asr.core.vad import LiveEndpoints
-
         if not self.ready.is_set():
             raise EngineNotReadyError("the live models are loading; try again in a moment")
         with self._lock:
@@ -98,8 +92,7 @@ class LiveHub:
                 raise EngineBusyError(f"busy: {self._streams} live streams, the most this service runs at "
                                       "once (live.max_streams); try again later")
             self._streams += 1
-        vad = self._pipeline.models.vad
-        return LiveSession(options, self._online, lambda: LiveEndpoints(vad), self._pipeline.transcribe)
+        return open_session(self._pipeline, self._online, options)
 
     def close(self, session: LiveSession) -> None:
         with self._lock:
