@@ -918,6 +918,28 @@ def history_tab(tab: _Tab) -> tuple[Any, Callable[[str, Any], Any]]:
     return history_table, refresh_history
 
 
+def live_html(language: Language) -> str:
+    """The Live tab's board in ``language``; static/live.js makes it live (its messages are in data-*)."""
+    say = {key: html.escape(ui_text(f"live.{key}", language)) for key in
+           ("start", "stop", "hint", "listening", "finishing", "done", "nomic")}
+    return (f'<div class="live-board" data-listening="{say["listening"]}" data-finishing="{say["finishing"]}" '
+            f'data-done="{say["done"]}" data-nomic="{say["nomic"]}">'
+            f'<p class="live-hint">{say["hint"]}</p>'
+            f'<div class="ws-tools"><button class="live-start">{say["start"]}</button>'
+            f'<button class="live-stop" disabled>{say["stop"]}</button>'
+            f'<span class="live-status" role="status"></span></div>'
+            '<div class="live-captions" aria-live="polite"><div class="live-finals"></div>'
+            '<span class="live-partial"></span></div></div>')
+
+
+def live_tab(tab: _Tab) -> Any:
+    """Live captions from the microphone (the live profile): returns its board, filled in on page load."""
+    gr = _gradio()
+    with gr.Tab(static_text("tab.live"), id="live"):
+        return gr.HTML(value="", elem_id="live", js_on_load=(STATIC / "live.js").read_text(),
+                       css_template=(STATIC / "workspace.css").read_text())
+
+
 def system_tab(tab: _Tab) -> Any:
     """What is loaded and how the workers are doing; returns the panel, for the page load."""
     gr = _gradio()
@@ -962,6 +984,7 @@ def build_ui(engine: Engine, settings: Settings, registry: Any):
         banner = gr.Markdown()
         with gr.Tabs(overflow_behavior="wrap"):  # "menu" hid History and System behind an unlabelled ⋯ on a phone
             transcribe_tab(tab)
+            live_board = live_tab(tab) if engine.live is not None else None
             vad_table = vad_tab(tab)
             history_table, refresh_history = history_tab(tab)
             system_info = system_tab(tab)
@@ -974,11 +997,12 @@ def build_ui(engine: Engine, settings: Settings, registry: Any):
             elif not engine.ready.is_set():
                 warning = ui_text("app.loading", language)
             user = tab.user_of(request)
-            return (warning, refresh_history("", request), system_markdown(engine, language),
-                    header_html(user, language), {"headers": vad_headers(language), "data": []})
+            filled = (warning, refresh_history("", request), system_markdown(engine, language),
+                      header_html(user, language), {"headers": vad_headers(language), "data": []})
+            return filled + ((live_html(language),) if live_board is not None else ())
 
-        demo.load(on_load, None, [banner, history_table, system_info, header_tools, vad_table],
-                  api_visibility="private")
+        demo.load(on_load, None, [banner, history_table, system_info, header_tools, vad_table]
+                  + ([live_board] if live_board is not None else []), api_visibility="private")
     return demo
 
 

@@ -47,6 +47,17 @@ UI_TEXT: dict[str, tuple[str, str]] = {
     "transcribe.export": ("Export the edited version", "导出修改后的版本"),
     "transcribe.text": ("Text", "文本"),
     "transcribe.sentences": ("Sentences with timestamps", "带时间戳的句子"),
+    # ---- Live tab ----
+    "tab.live": ("Live", "实时字幕"),
+    "live.start": ("Start", "开始"),
+    "live.stop": ("Stop", "停止"),
+    "live.hint": ("Speak: the grey text is what is heard so far; each sentence is then written out again, "
+                  "with punctuation.", "请说话：灰色文字是正在识别的内容；每句话说完后，会加上标点重新写出。"),
+    "live.listening": ("Listening…", "正在听……"),
+    "live.finishing": ("Finishing the last sentence…", "正在完成最后一句……"),
+    "live.done": ("Done.", "完成。"),
+    "live.nomic": ("No microphone: allow this page to use it (open it as http://127.0.0.1 through the SSH tunnel, "
+                   "or over https).", "没有麦克风：请允许此页面使用麦克风（通过 SSH 隧道以 http://127.0.0.1 打开，或使用 https）。"),
     # ---- VAD tab ----
     "vad.file": ("Audio or video file", "音频或视频文件"),
     "vad.run": ("Find speech", "检测语音"),
