@@ -109,7 +109,8 @@ def test_two_pass_gives_partials_then_each_segment_s_final_as_the_offline_pipeli
         # its sentences count from the stream's start
         assert all(final.start_ms <= s.start_ms <= s.end_ms <= final.end_ms + 1 for s in final.sentences)
     assert [f.start_ms for f in finals] == sorted(f.start_ms for f in finals)
-    assert live.finals == finals
+    assert live.utterance[0] == finals and live.finals == []  # kept for the history; the next one starts empty
+    assert live.utterance[1] == pytest.approx(len(speech_with_pauses) / 16000, abs=0.07)
 
 
 def test_online_mode_gives_partials_and_a_final_piece_but_no_second_pass(live_pipeline, online, speech_with_pauses):

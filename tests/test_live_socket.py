@@ -66,6 +66,16 @@ def test_a_third_party_funasr_client_gets_partials_then_finals_in_2pass(ws_url, 
         assert final["timestamp"] and all(start <= end for start, end in final["timestamp"])
         assert final["stamp_sents"] and {"text_seg", "punc", "start", "end", "ts_list"} <= set(final["stamp_sents"][0])
     assert messages[-1]["is_final"] and not any(m["is_final"] for m in messages[:-1])
+    # the utterance is a job in the history, with its finals as the transcript and its audio for the player
+    import httpx
+
+    jobs = httpx.get(ws_url.replace("ws://", "http://") + "/v1/jobs", params={"q": "three sentences"}).json()["data"]
+    job = next(j for j in jobs if j["filename"] == "three sentences.wav")
+    assert job["status"] == "completed"
+    result = httpx.get(ws_url.replace("ws://", "http://") + f"/v1/jobs/{job['id']}/result", params={"format": "txt"})
+    assert result.status_code == 200 and "".join(result.text.split()) == "".join(m["text"] for m in finals)  # a line each
+    media = httpx.get(ws_url.replace("ws://", "http://") + f"/ui/media/{job['id']}")
+    assert media.status_code == 200 and media.content[:4] == b"fLaC"
 
 
 @pytest.mark.parametrize("mode", ["online", "offline"])

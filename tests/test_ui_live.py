@@ -4,6 +4,8 @@ live profile on the test models; everything else is tests/test_ui_browser.py's s
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.server import running_server
@@ -46,4 +48,13 @@ def test_live_captions_from_the_microphone(page, traffic):
     expect(start).to_be_enabled()
     assert board.locator(".live-final").count() >= finals
     assert not [e for e in traffic.page_errors if "live" in e.lower()], traffic.page_errors
+    # the session is in History, named by its time like a recording, with its audio
+    page.get_by_role("tab", name="History", exact=True).click()
+    history = page.get_by_role("tabpanel")
+    history.get_by_role("button", name="Refresh", exact=True).click()
+    cell = history.get_by_role("gridcell", name=re.compile(r"^recording \d{4}-\d\d-\d\d \d\d-\d\d-\d\d$")).first
+    expect(cell).to_be_visible(timeout=JOB_MS)
+    cell.click()
+    expect(history.locator("#history-workspace .ws-sentence").first).to_be_visible()
+    expect(history.locator("#history-workspace audio")).to_have_count(1)
 

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from asr.errors import ConfigError, RequestError
-from asr.types import Sentence, TimedToken, TranscribeOptions, Transcript
+from asr.types import Sentence, SpeechSegment, TimedToken, TranscribeOptions, Transcript
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,13 @@ class LiveSession:
         self._segment_start = 0  # samples
         self._pending: list[np.ndarray] = []  # everything since the last final (offline: the whole utterance)
         self.finals: list[Caption] = []
+        #: the last utterance's finals and length (s), once end() has run
+        self.utterance: tuple[list[Caption], float] = ([], 0.0)
+
+    @property
+    def position_s(self) -> float:
+        """How much of the current utterance has been received, in seconds."""
+        return self._position / SAMPLE_RATE
 
     # ---- the client's messages ----
 
@@ -135,6 +142,8 @@ class LiveSession:
             pending = np.concatenate(self._pending)
             self._segment, self._segment_start = [pending], self._position - len(pending)
             captions += self._close(self._position)
+        self.utterance = (self.finals, self._position / SAMPLE_RATE)  # for the history, before the reset
+        self.finals = []
         # the connection may carry another utterance: it starts from nothing, at time 0 (as FunASR's does)
         self._endpoints, self._position = self._new_endpoints(), 0
         self._recent.clear()
@@ -210,6 +219,14 @@ def _shifted(transcript: Transcript, offset_ms: int) -> Transcript:
     sentences = tuple(replace(s, start_ms=s.start_ms + offset_ms, end_ms=s.end_ms + offset_ms, tokens=tokens(s))
                       for s in transcript.sentences)
     return replace(transcript, sentences=sentences)
+
+
+def session_transcript(finals: list[Caption], duration_s: float) -> Transcript:
+    """The finals of an utterance as one transcript (the job a live session leaves in the history)."""
+    sentences = tuple(s for caption in finals for s in caption.sentences)
+    segments = tuple(SpeechSegment(c.start_ms, c.end_ms) for c in finals)
+    return Transcript(text="".join(c.text for c in finals), sentences=sentences, segments=segments,
+                      duration_s=duration_s)
 
 
 def online_recognizer(models: Any) -> Any:

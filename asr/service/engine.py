@@ -405,6 +405,17 @@ class Engine:
             raise JobNotFoundError(f"no job with id {job_id!r}")
         return record
 
+    def record_live(self, filename: str, transcript: Transcript, owner: str | None = None) -> JobRecord:
+        """A finished live session as a completed transcription job in the history (it ran outside the queue)."""
+        record = JobRecord(id=uuid.uuid4().hex, kind=JobKind.TRANSCRIBE, state=JobState.QUEUED,
+                           filename=_display_name(filename), created_at=time.time(),
+                           options={"live": True}, owner=owner)
+        self.store.create(record)
+        self.store.mark_running(record.id)
+        self.store.complete(record.id, transcript)
+        logger.info("job %s recorded: live session %s (%.1f s)", record.id, record.filename, transcript.duration_s)
+        return self.store.get(record.id)
+
     def edit_transcript(
         self,
         job_id: str,

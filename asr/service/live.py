@@ -26,13 +26,25 @@ import asyncio
 import json
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from asr.config import Settings
-from asr.core.live import MODES, Caption, LiveOptions, LiveSession, online_recognizer, open_session
+from asr.core.live import (
+    MODES,
+    Caption,
+    LiveOptions,
+    LiveSession,
+    online_recognizer,
+    open_session,
+    session_transcript,
+)
 from asr.core.options import build_options, hotwords_available
 from asr.errors import (
     AsrError,
@@ -181,13 +193,67 @@ def _trailing_punctuation(text: str) -> str:
     return text[len(stripped):]
 
 
-def add_live_routes(app: Any, hub: LiveHub, settings: Settings, user_of: Callable[[Any], str | None],
+class _Recording:
+    """An utterance's audio, kept on disk as it comes (PCM16 WAV at the client's rate, up to
+    ``audio.max_duration_s``), for the job it becomes in the history; removed once that has its own copy."""
+
+    def __init__(self, directory: Path, sample_rate: int, max_s: float):
+        import soundfile as sf
+
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"{uuid.uuid4().hex}.wav"
+        self._file = sf.SoundFile(self.path, "w", samplerate=sample_rate, channels=1, subtype="PCM_16")
+        self._room = int(max_s * sample_rate)
+
+    def write(self, pcm: bytes) -> None:
+        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")[: self._room]
+        self._room -= len(samples)
+        if len(samples):
+            self._file.write(samples)
+
+    def close(self) -> Path:
+        self._file.close()
+        return self.path
+
+    def discard(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
+def save_utterance(engine: Any, settings: Settings, finals: list[Caption], duration_s: float, name: str,
+                   owner: str | None, recording: _Recording) -> None:
+    """A finished utterance (its finals) as a job in the history, with its audio for the player; nothing when
+    nothing was said. Runs on the live thread (the playback copy is decoded in the isolated decoder)."""
+    from asr.service.media import media_root, write_playback
+
+    try:
+        audio = recording.close()
+        if not finals:
+            return
+        record = engine.record_live(name, session_transcript(finals, duration_s), owner)
+        try:
+            write_playback(audio, media_root(settings) / record.id, settings.audio, name)
+        except (AsrError, OSError) as e:
+            logger.warning("job %s: no playback copy of the live session (%s)", record.id, e)
+    except AsrError as e:  # the history cannot take it: the client has its captions already
+        logger.error("live session %s not saved in the history: %s", name, e)
+    finally:
+        recording.discard()
+
+
+def add_live_routes(app: Any, engine: Any, settings: Settings, user_of: Callable[[Any], str | None],
                     paths: tuple[str, ...] = ("/", "/v1/live")) -> None:
-    """The live WebSocket at ``paths``. ``user_of(websocket)`` is the signed-in user (the UI's cookie, or
-    HTTP Basic), None without one; with logins on a stream without one is refused."""
+    """The live WebSocket at ``paths``, over ``engine.live``; each finished utterance becomes a job in
+    ``engine``'s history. ``user_of(websocket)`` is the signed-in user (the UI's cookie, or HTTP Basic),
+    None without one; with logins on a stream without one is refused."""
     from starlette.websockets import WebSocket, WebSocketDisconnect
 
-    live = settings.live
+    live, hub = settings.live, engine.live
+    spool = settings.storage.cache_path() / "live"
+
+    def recording(options: LiveOptions) -> _Recording:
+        return _Recording(spool, options.sample_rate, settings.audio.max_duration_s)
 
     async def send_error(websocket: WebSocket, error: AsrError, options: LiveOptions | None, code: int) -> None:
         body = {"mode": options.mode if options else "", "wav_name": options.wav_name if options else "",
@@ -209,8 +275,11 @@ def add_live_routes(app: Any, hub: LiveHub, settings: Settings, user_of: Callabl
         await websocket.accept(subprotocol="binary" if "binary" in offered else None)
         options: LiveOptions | None = None
         session: LiveSession | None = None
+        recorded: _Recording | None = None
+        user: str | None = None
         try:
-            if settings.server.auth and user_of(websocket) is None:
+            user = user_of(websocket)
+            if settings.server.auth and user is None:
                 raise LoginRequiredError("log in first: the UI's login, or ws://user:password@host (HTTP Basic)")
             while True:
                 message = await receive(websocket)
@@ -224,6 +293,7 @@ def add_live_routes(app: Any, hub: LiveHub, settings: Settings, user_of: Callabl
                     if len(frame) > live.max_frame_kb * 1024:
                         raise RequestTooLargeError(f"an audio frame of {len(frame) >> 10} KB is larger than the "
                                                    f"{live.max_frame_kb} KB allowed (live.max_frame_kb)")
+                    recorded.write(frame)
                     for caption in await hub.run(session.audio, frame):
                         await websocket.send_text(json.dumps(caption_message(caption, options, False),
                                                              ensure_ascii=False))
@@ -237,8 +307,12 @@ def add_live_routes(app: Any, hub: LiveHub, settings: Settings, user_of: Callabl
                 if session is None:
                     options = parse_options(body, settings)
                     session = hub.open(options)
+                    recorded = recording(options)
                 if body.get("is_speaking") is False:
                     captions = await hub.run(session.end)
+                    finals, duration_s = session.utterance
+                    done, recorded = recorded, recording(options)
+                    await hub.run(save_utterance, engine, settings, finals, duration_s, options.wav_name, user, done)
                     for i, caption in enumerate(captions):
                         await websocket.send_text(json.dumps(
                             caption_message(caption, options, i == len(captions) - 1), ensure_ascii=False))
@@ -261,6 +335,13 @@ def add_live_routes(app: Any, hub: LiveHub, settings: Settings, user_of: Callabl
         finally:
             if session is not None:
                 hub.close(session)
+            if recorded is not None:  # gone mid-utterance: what was final so far is kept
+                finals, duration_s = session.finals, session.position_s
+                try:
+                    await hub.run(save_utterance, engine, settings, finals, duration_s, options.wav_name, user,
+                                  recorded)
+                except RuntimeError:  # the service is stopping: its executor is shut
+                    recorded.discard()
 
     for path in paths:
         app.router.add_websocket_route(path, stream)  # plain Starlette: no dependency injection to resolve

@@ -157,7 +157,7 @@ def create_app(settings: Settings, ui: UiFactory, engine: Engine | None = None):
     add_ui_upload_route(api, registry, max_file, ui_user, logins_on=bool(server.auth))
     add_playback_route(api, engine, media_root(settings), ui_user, logins_on=bool(server.auth))
     if engine.live is not None:  # before the mount: FunASR's clients connect to the root
-        add_live_routes(api, engine.live, settings, live_user(ui_user, server.auth, throttle))
+        add_live_routes(api, engine, settings, live_user(ui_user, server.auth, throttle))
     demo = ui(engine, settings, registry)
     slots = settings.queue.max_size + settings.queue.workers
     demo.queue(max_size=slots, default_concurrency_limit=slots, api_open=False)
