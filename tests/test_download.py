@@ -421,17 +421,22 @@ def test_legacy_cache_layout_is_linked_into_the_download_target(
 # ---- the meetings models ---------------------------------------------------------------------
 
 
-def test_meetings_models_download_only_where_config_enables_them(tmp_path: Path) -> None:
-    """SeACo replaces the ASR model, CAM++ comes with the +spk profile; the plain ASR model is not fetched."""
-    specs = {"vad": DEFAULT.vad, "asr": DEFAULT.seaco, "punc": DEFAULT.punc, "spk": DEFAULT.spk}
-    files = {**FILES, "asr": (*FILES["asr"], "seg_dict"),
-             "spk": ("config.yaml", "campplus_cn_common.bin", "configuration.json")}
-    root = tmp_path / "hub"
+def _hub_with(root: Path, specs: dict, files: dict) -> Path:
+    """A fake hub's tree holding ``files[role]`` (and a README) for each role's pinned spec."""
     for role, spec in specs.items():
         directory = download_target(root, spec)
         directory.mkdir(parents=True)
         for name in (*files[role], "README.md"):
             (directory / name).write_bytes(_content(role, name, spec.revision))
+    return root
+
+
+def test_meetings_models_download_only_where_config_enables_them(tmp_path: Path) -> None:
+    """SeACo replaces the ASR model, CAM++ comes with the +spk profile; the plain ASR model is not fetched."""
+    specs = {"vad": DEFAULT.vad, "asr": DEFAULT.seaco, "punc": DEFAULT.punc, "spk": DEFAULT.spk}
+    files = {**FILES, "asr": (*FILES["asr"], "seg_dict"),
+             "spk": ("config.yaml", "campplus_cn_common.bin", "configuration.json")}
+    root = _hub_with(tmp_path / "hub", specs, files)
     settings = Settings(
         models={"cache_dir": tmp_path / "cache", "profile": "vad+asr+punc+spk", "asr_model": "seaco"},
         download={"timeout_s": 5, "retries": 0},
@@ -459,12 +464,7 @@ def test_streaming_model_downloads_only_with_the_live_profile(tmp_path: Path) ->
     profile, from the same hub, does not ask for it."""
     specs = {**MODELS, "online": DEFAULT.online}
     files = {**FILES, "online": ("config.yaml", "model.pt", "am.mvn", "tokens.json", "configuration.json")}
-    root = tmp_path / "hub"
-    for role, spec in specs.items():
-        directory = download_target(root, spec)
-        directory.mkdir(parents=True)
-        for name in (*files[role], "README.md"):
-            (directory / name).write_bytes(_content(role, name, spec.revision))
+    root = _hub_with(tmp_path / "hub", specs, files)
     online_listing = f"/api/v1/models/{DEFAULT.online.id}/repo/files"
     with FakeModelScope(root) as hub:
         default = make_settings(tmp_path / "default", hub.endpoint, profile="vad+asr+punc")
