@@ -113,17 +113,20 @@ def test_two_pass_gives_partials_then_each_segment_s_final_as_the_offline_pipeli
     assert live.utterance[1] == pytest.approx(len(speech_with_pauses) / 16000, abs=0.07)
 
 
+@pytest.mark.slow  # the everyday loop keeps the two-pass oracle; the other modes here
 def test_online_mode_gives_partials_and_a_final_piece_but_no_second_pass(live_pipeline, online, speech_with_pauses):
     captions = run(session(live_pipeline, online, mode="online"), speech_with_pauses)
     assert captions and all(c.source == "online" for c in captions)
     assert captions[-1].is_final
 
 
+@pytest.mark.slow  # the everyday loop keeps the two-pass oracle; the other modes here
 def test_offline_mode_gives_only_finals(live_pipeline, online, speech_with_pauses):
     captions = run(session(live_pipeline, online, mode="offline"), speech_with_pauses)
     assert captions and all(c.source == "offline" and c.is_final for c in captions)
 
 
+@pytest.mark.slow  # the everyday loop keeps the two-pass oracle; the other modes here
 def test_speech_with_no_end_is_decoded_when_the_client_stops(live_pipeline, online, sentence_clips):
     """No silence after the speech, so the VAD never ends it: is_speaking false decodes what came."""
     audio = np.concatenate(sentence_clips)[: 16000 * 3]
@@ -164,6 +167,7 @@ def test_a_frame_that_is_not_pcm16_is_refused(live_pipeline, online):
         session(live_pipeline, online).audio(b"\x00\x01\x02")
 
 
+@pytest.mark.slow  # the everyday loop keeps the two-pass oracle; the other modes here
 def test_8_khz_audio_is_resampled(live_pipeline, online, speech_with_pauses):
     from scipy.signal import resample_poly
 
