@@ -65,11 +65,6 @@ class LiveOptions:
         if not 1 <= self.chunk_interval <= 100:
             raise RequestError(f"chunk_interval must be between 1 and 100, not {self.chunk_interval}")
 
-    @property
-    def chunk_ms(self) -> int:
-        """The streaming model's chunk: chunk_size[1] frames of 60 ms (600 ms for 5,10,5)."""
-        return self.chunk_size[1] * 60
-
 
 @dataclass(frozen=True)
 class Caption:
@@ -120,14 +115,13 @@ class LiveSession:
         if not len(samples):
             return []
         captions = self._partial(samples, is_final=False)
-        start = self._position
         self._position += len(samples)
         self._remember(samples)
         if self._segment is not None:
             self._segment.append(samples)
         speech_start, speech_end = self._endpoints.feed(samples)
         if speech_start != -1:
-            self._open_segment(speech_start * 16, start)
+            self._open_segment(speech_start * 16)
         if speech_end != -1:
             captions += self._close(speech_end * 16)
         return captions
@@ -164,7 +158,7 @@ class LiveSession:
             return []  # the offline pass gives this segment's final
         return [Caption(text=text, is_final=is_final, source="online")]
 
-    def _open_segment(self, start: int, frame_start: int) -> None:
+    def _open_segment(self, start: int) -> None:
         """Speech began at ``start`` (samples): the segment is the audio from there, taken from the recent past."""
         start = max(start, self._position - self._recent_samples)
         audio = np.concatenate(list(self._recent)) if self._recent else np.zeros(0, np.float32)

@@ -166,9 +166,7 @@ def _hotwords(raw: Any) -> str | None:
             raw = json.loads(raw)
         except ValueError:
             return raw
-    if isinstance(raw, dict):
-        return " ".join(str(k) for k in raw)
-    if isinstance(raw, list):
+    if isinstance(raw, (dict, list)):  # a dict's keys are the words
         return " ".join(str(k) for k in raw)
     return str(raw)
 
