@@ -169,6 +169,43 @@ def test_accept_many_is_each_stream_alone(recognizer, speech, monkeypatch):
     assert max(encode_calls) == 3, "the streams never shared an encoder pass"
 
 
+# What FunASR's clients send (funasr_wss_client.py: 5,10,5) and two others: a shorter chunk with no
+# look-behind, and longer look-backs. FunASR's server passes them to generate() as they come.
+CLIENT_SETTINGS = [((5, 10, 5), 4, 1), ((0, 8, 4), 2, 0), ((5, 10, 5), 6, 2)]
+
+
+@pytest.mark.parametrize(("chunk_size", "encoder_back", "decoder_back"), CLIENT_SETTINGS)
+def test_a_clients_chunk_settings_match_funasr(recognizer, funasr_model, speech, chunk_size, encoder_back,
+                                               decoder_back):
+    from asr.core.streaming import StreamSettings
+
+    settings = StreamSettings(chunk_size=chunk_size, encoder_chunk_look_back=encoder_back,
+                              decoder_chunk_look_back=decoder_back)
+    pieces = _chunks(speech, settings.chunk_samples)
+    cache: dict = {}
+    expected = [funasr_model.generate(input=p, cache=cache, is_final=i == len(pieces) - 1,
+                                      chunk_size=list(chunk_size), encoder_chunk_look_back=encoder_back,
+                                      decoder_chunk_look_back=decoder_back)[0]["text"]
+                for i, p in enumerate(pieces)]
+    assert sum(bool(t) for t in expected) >= len(expected) // 3, f"random weights give too little text: {expected}"
+    assert _ours(recognizer, pieces, recognizer.new_stream(settings)) == expected
+
+
+def test_streams_with_different_settings_share_a_recognizer(recognizer, speech):
+    """A default stream and two clients' own settings fed together: each gets its text alone."""
+    from asr.core.streaming import StreamSettings
+
+    settings = [StreamSettings()] + [StreamSettings(chunk_size=c, encoder_chunk_look_back=e,
+                                                    decoder_chunk_look_back=d) for c, e, d in CLIENT_SETTINGS[:2]]
+    pieces = _chunks(speech, 4800)  # 300 ms, which none of the chunk sizes divides evenly
+    alone = [_ours(recognizer, pieces, recognizer.new_stream(s)) for s in settings]
+    assert alone[0] != alone[2], "the settings make no difference: the test shows nothing"
+    streams = [recognizer.new_stream(s) for s in settings]
+    together = [recognizer.accept_many([(st, p, i == len(pieces) - 1) for st in streams])
+                for i, p in enumerate(pieces)]
+    assert [list(t) for t in zip(*together, strict=True)] == alone
+
+
 def test_cache_is_bounded(recognizer, sentence_clips):
     """60 s through one stream: every cached tensor has the same shape at 10 s as at 60 s."""
     clip = np.concatenate([*sentence_clips, np.zeros(8000, dtype=np.float32)])

@@ -87,6 +87,7 @@ class Stream:
     after a final piece it starts afresh. Its size does not grow with the stream's length."""
 
     cache: dict[str, Any]
+    settings: StreamSettings = field(default_factory=StreamSettings)
     pending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     samples_seen: int = 0
 
@@ -169,12 +170,14 @@ class OnlineRecognizer:
 
     # ---- streams -------------------------------------------------------------------------
 
-    def new_stream(self) -> Stream:
-        """A fresh stream: FunASR's ``init_cache`` with this recogniser's settings, on its device."""
-        return Stream(cache=self._init_cache())
+    def new_stream(self, settings: StreamSettings | None = None) -> Stream:
+        """A fresh stream: FunASR's ``init_cache`` with ``settings`` (a client's chunk sizes and look-backs;
+        this recogniser's by default), on its device. Streams with different settings share one recogniser;
+        only streams with the same settings share a forward pass."""
+        settings = settings or self.settings
+        return Stream(cache=self._init_cache(settings), settings=settings)
 
-    def _init_cache(self) -> dict[str, Any]:
-        s = self.settings
+    def _init_cache(self, s: StreamSettings) -> dict[str, Any]:
         cache = self.module.init_cache(
             {}, chunk_size=list(s.chunk_size), encoder_chunk_look_back=s.encoder_chunk_look_back,
             decoder_chunk_look_back=s.decoder_chunk_look_back,
@@ -225,7 +228,7 @@ class OnlineRecognizer:
         for (stream, _, is_final), toks in zip(items, tokens, strict=True):
             texts.append(sentence_postprocess(toks)[0])
             if is_final:
-                stream.cache = self._init_cache()
+                stream.cache = self._init_cache(stream.settings)
                 stream.pending = np.zeros(0, dtype=np.float32)
         return texts
 
@@ -236,7 +239,7 @@ class OnlineRecognizer:
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         audio = np.concatenate([stream.pending, samples]) if stream.pending.size else samples
         stream.samples_seen += samples.size
-        stride = self.settings.chunk_samples
+        stride = stream.settings.chunk_samples
         n = len(audio) // stride + int(is_final)
         rest = 0 if is_final else len(audio) % stride
         stream.pending = audio[len(audio) - rest:].copy() if rest else np.zeros(0, dtype=np.float32)
@@ -265,7 +268,7 @@ class OnlineRecognizer:
         groups: dict[tuple, list[_Row]] = defaultdict(list)
         for row in rows:
             opt = row.stream.cache["encoder"]["opt"]
-            groups[(row.encoder_in.shape[1], _layer_cache_shapes(opt))].append(row)
+            groups[(row.stream.settings, row.encoder_in.shape[1], _layer_cache_shapes(opt))].append(row)
         for group in groups.values():
             self._encode(group)
         for row in rows:
@@ -278,7 +281,7 @@ class OnlineRecognizer:
         for row in rows:
             if row.token_count >= 1:  # FunASR skips the decoder (and keeps its cache) when nothing fired
                 opt = row.stream.cache["decoder"]["opt"]
-                decode[(row.encoder_out.shape[1], _layer_cache_shapes(opt))].append(row)
+                decode[(row.stream.settings, row.encoder_out.shape[1], _layer_cache_shapes(opt))].append(row)
         for group in decode.values():
             self._decode(group)
 
@@ -300,12 +303,12 @@ class OnlineRecognizer:
         x = x + self.module.encoder.embed.encode(positions, dim, x.dtype).to(x.device)
         enc["start_idx"] = start + frames
         overlap = torch.cat((enc["feats"], x), dim=1)
-        s = self.settings.chunk_size
+        s = row.stream.settings.chunk_size
         enc["feats"] = overlap[:, -(s[0] + s[2]):, :]
         row.encoder_in = overlap
 
     def _encode(self, rows: list[_Row]) -> None:
-        s = self.settings
+        s = rows[0].stream.settings  # one group: one setting
         x = torch.cat([r.encoder_in for r in rows], dim=0)
         caches = [r.stream.cache["encoder"]["opt"] for r in rows]
         new_caches: list[list[dict | None]] = [[None] * len(self._layers) for _ in rows]
@@ -324,7 +327,7 @@ class OnlineRecognizer:
                 row.stream.cache["encoder"]["opt"] = new_caches[b]
 
     def _decode(self, rows: list[_Row]) -> None:
-        s = self.settings
+        s = rows[0].stream.settings
         width = max(r.token_count for r in rows)
         memory = torch.cat([r.encoder_out for r in rows], dim=0)
         tgt = torch.cat([torch.nn.functional.pad(r.embeds[:, : r.token_count], (0, 0, 0, width - r.token_count))
