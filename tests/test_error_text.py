@@ -34,6 +34,9 @@ TECHNICAL = (
     "GIF", "WebP", "ZIP", "RAR", "gzip", "HTML", "AVI", "RIFF", "FLV", "Flash", "MPEG", "Microsoft Office",
     "VAD", "ID", "MB", "KB", "Authorization: Basic", "Bearer user:password", "Origin", "API", "'file'", "'vad'",
     "response_format", "transcribe", "kind", "cuda", "cpu", "SIGKILL",
+    # the fields of FunASR's live protocol, and their values
+    "encoder_chunk_look_back", "decoder_chunk_look_back", "chunk_interval", "chunk_size", "audio_fs", "wav_format",
+    "online", "offline", "2pass", "3pass", "mode", "PCM16", "pcm", "mp3", "fast",
 )
 
 
@@ -429,3 +432,21 @@ def test_a_file_name_with_colons_and_chinese_is_kept_whole():
         assert ": " not in chinese[len(name):]
     assert "1 h 02 min" in _translate(f"{name}: The recording is longer than the limit: 1 h 02 min "
                                       "(the maximum is 1 h 00 min).")
+
+
+@pytest.mark.parametrize("options", [
+    {"mode": "3pass"}, {"sample_rate": 44100}, {"chunk_size": (5, 0, 5)}, {"chunk_interval": 0},
+    {"encoder_chunk_look_back": 17}, {"decoder_chunk_look_back": 99},
+])
+def test_the_live_streams_option_errors_read_in_chinese(options):
+    from asr.core.live import LiveOptions
+
+    message = raised(lambda: LiveOptions(**options))
+    assert_chinese(message, *[v for v in options.values() if isinstance(v, int)])
+
+
+def test_the_live_protocols_message_errors_read_in_chinese(settings):
+    from asr.service.live import parse_options
+
+    for message in [{"chunk_size": "5,x,5"}, {"audio_fs": "fast"}, {"wav_format": "mp3"}]:
+        assert_chinese(raised(lambda m=message: parse_options(m, settings)))

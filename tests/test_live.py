@@ -155,6 +155,7 @@ def test_memory_per_stream_is_bounded(live_pipeline, online, speech_with_pauses)
     ({"sample_rate": 44100}, "audio_fs must be 16000 or 8000 (PCM16 mono), not 44100"),
     ({"chunk_size": (5, 0, 5)}, "chunk_size must be three whole numbers such as 5,10,5, not [5, 0, 5]"),
     ({"chunk_interval": 0}, "chunk_interval must be between 1 and 100, not 0"),
+    ({"encoder_chunk_look_back": 17}, "encoder_chunk_look_back must be between 0 and 16 chunks, not 17"),
 ])
 def test_bad_options_are_refused_with_their_reason(options, message):
     with pytest.raises(RequestError) as e:
@@ -179,3 +180,42 @@ def test_8_khz_audio_is_resampled(live_pipeline, online, speech_with_pauses):
     captions += live.end()
     assert len(captions) >= 3
     assert max(c.end_ms for c in captions) <= len(speech_with_pauses) // 16 + FRAME_MS
+
+
+def test_the_hub_batches_concurrent_streams_and_each_gets_what_it_would_alone(settings, live_pipeline, online,
+                                                                               speech_with_pauses):
+    """Three streams at once through the service's hub: their frames share passes of the streaming model, their
+    second passes run on the final thread, and every stream's captions are those it gets on its own."""
+    import asyncio
+    import time
+
+    from asr.service.live import LiveHub
+
+    audios = [speech_with_pauses, speech_with_pauses[16000 + 123:], speech_with_pauses[40000:]]
+    alone = [run(session(live_pipeline, online, mode="2pass"), audio) for audio in audios]
+    hub = LiveHub(settings, pipeline_factory=lambda _: live_pipeline)
+    hub.start()
+
+    async def stream(audio: np.ndarray) -> list:
+        live = hub.open(LiveOptions(mode="2pass"))
+        captions = []
+        for frame in frames_of(audio):
+            partials, segments = await hub.audio(live, frame)
+            captions += partials + [await hub.final(live.final, segment) for segment in segments]
+        partials, segments = await hub.run(live.end_step)
+        hub.close(live)
+        return captions + partials + [await hub.final(live.final, segment) for segment in segments]
+
+    async def together() -> list:
+        # the live thread busy for a moment, as it is under load: the three first frames wait, and go in one pass
+        busy = asyncio.ensure_future(hub.run(time.sleep, 0.5))
+        captions = await asyncio.gather(*(stream(audio) for audio in audios))
+        await busy
+        return captions
+
+    try:
+        assert asyncio.run(together()) == alone
+    finally:
+        hub.stop()
+    assert max(hub.batch_sizes) == 3, f"the streams never shared a pass: {hub.batch_sizes}"
+    assert hub.streams == 0

@@ -78,6 +78,33 @@ def test_a_third_party_funasr_client_gets_partials_then_finals_in_2pass(ws_url, 
     assert media.status_code == 200 and media.content[:4] == b"fLaC"
 
 
+def test_concurrent_streams_share_the_streaming_models_passes_and_each_gets_its_own_captions(ws_url, speech_pcm):
+    """Two funasr-client streams at once (the limit here): each gets what it gets alone, and /metrics shows
+    passes of the streaming model that carried both."""
+    import asyncio
+
+    import httpx
+    from funasr_client import async_file_asr_stream
+
+    path, _ = speech_pcm
+    alone = [m["text"] for m in stream_file(path, ws_url + "/v1/live", "2pass")]
+
+    async def both() -> list[list[dict]]:
+        async def one() -> list[dict]:
+            return [m async for m in async_file_asr_stream(path, ws_url + "/v1/live", mode="2pass")]
+        return await asyncio.wait_for(asyncio.gather(one(), one()), 120)
+
+    def passes_with_two() -> float:
+        metrics = httpx.get(ws_url.replace("ws://", "http://") + "/metrics").text
+        return sum(float(line.split()[-1]) for line in metrics.splitlines()
+                   if line.startswith('asr_live_passes_total{streams="2"}'))
+
+    before = passes_with_two()
+    together = asyncio.run(both())
+    assert [[m["text"] for m in messages] for messages in together] == [alone, alone]
+    assert passes_with_two() > before, "the two streams never shared a pass of the streaming model"
+
+
 @pytest.mark.parametrize("mode", ["online", "offline"])
 def test_online_and_offline_modes(ws_url, speech_pcm, mode):
     messages = stream_file(speech_pcm[0], ws_url + "/v1/live", mode)

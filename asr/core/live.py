@@ -38,6 +38,8 @@ SAMPLE_RATE = 16000
 SAMPLE_RATES = (8000, 16000)
 #: speech heard before the VAD said it started is taken from here (FunASR keeps 20 frames, 1.2 s)
 PRE_ROLL_MS = 2000
+#: chunks of the past a stream's encoder or decoder may keep (FunASR's runtime keeps 4 and 1)
+MAX_LOOK_BACK = 16
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,10 @@ class LiveOptions:
             raise RequestError(f"chunk_size must be three whole numbers such as 5,10,5, not {list(self.chunk_size)}")
         if not 1 <= self.chunk_interval <= 100:
             raise RequestError(f"chunk_interval must be between 1 and 100, not {self.chunk_interval}")
+        for name in ("encoder_chunk_look_back", "decoder_chunk_look_back"):
+            # the caches keep this many chunks: a bound on a stream's memory (FunASR's -1, all, has none)
+            if not 0 <= getattr(self, name) <= MAX_LOOK_BACK:
+                raise RequestError(f"{name} must be between 0 and {MAX_LOOK_BACK} chunks, not {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -79,10 +85,30 @@ class Caption:
     sentences: tuple[Sentence, ...] = ()
 
 
+@dataclass(eq=False)
+class Segment:
+    """Speech the VAD has closed, waiting for its second pass (``LiveSession.final``)."""
+
+    audio: np.ndarray
+    start: int  # samples at 16 kHz, from the start of the utterance
+    end: int
+    #: the utterance's finals, which this one's joins (in order: a stream's segments are finished in turn)
+    finals: list[Caption]
+
+
 class LiveSession:
-    """One client's stream. ``online`` has ``new_stream()`` and ``accept(stream, samples, is_final) -> str``;
+    """One client's stream. ``online`` has ``new_stream(settings)`` and ``accept(stream, samples, is_final) -> str``;
     ``endpoints()`` makes a detector with ``feed(samples) -> (start_ms, end_ms)``; ``finalize(samples, options)``
-    is the offline pass on one segment. Not thread-safe: one stream is fed by one caller at a time."""
+    is the offline pass on one segment. Not thread-safe: one stream is fed by one caller at a time.
+
+    ``audio`` and ``end`` do a frame's whole work. A server with many streams splits it, to batch the streaming
+    model over its streams and to keep the second pass off their path::
+
+        samples = session.hear(frame)                                   # each stream
+        texts = online.accept_many([(session.stream, samples, False), ...])  # all of them, one pass
+        captions, segments = session.heard(samples, text)               # each stream: partials, endpoints
+        captions += [session.final(segment) for segment in segments]    # elsewhere: the second pass
+    """
 
     def __init__(self, options: LiveOptions, online: Any, endpoints: Callable[[], Any],
                  finalize: Callable[[np.ndarray, TranscribeOptions], Transcript]):
@@ -91,13 +117,14 @@ class LiveSession:
         self._new_endpoints = endpoints
         self._endpoints = endpoints()
         self._finalize = finalize
-        self._stream = online.new_stream() if online is not None and options.mode != "offline" else None
+        self._settings = _stream_settings(options)
+        self._stream = self._new_stream() if online is not None and options.mode != "offline" else None
         self._position = 0  # samples received so far (16 kHz)
         self._recent: deque[np.ndarray] = deque()  # the last PRE_ROLL_MS, for a start the VAD reports late
         self._recent_samples = 0
         self._segment: list[np.ndarray] | None = None  # speech since the VAD's start, until its end
         self._segment_start = 0  # samples
-        self._pending: list[np.ndarray] = []  # everything since the last final (offline: the whole utterance)
+        self._pending: list[np.ndarray] = []  # everything since the last final, for an end the VAD never found
         self.finals: list[Caption] = []
         #: the last utterance's finals and length (s), once end() has run
         self.utterance: tuple[list[Caption], float] = ([], 0.0)
@@ -107,14 +134,37 @@ class LiveSession:
         """How much of the current utterance has been received, in seconds."""
         return self._position / SAMPLE_RATE
 
+    @property
+    def stream(self) -> Any:
+        """The streaming model's state for this session (None in offline mode: no partials)."""
+        return self._stream
+
     # ---- the client's messages ----
 
     def audio(self, pcm: bytes) -> list[Caption]:
         """One binary frame (PCM16 little-endian mono at the options' sample rate)."""
-        samples = self._to_16k(pcm)
+        samples = self.hear(pcm)
+        text = self._online.accept(self._stream, samples, False) if self._stream is not None and len(samples) else ""
+        captions, segments = self.heard(samples, text)
+        return captions + [self.final(segment) for segment in segments]
+
+    def end(self) -> list[Caption]:
+        """``{"is_speaking": false}``: what is left is decoded, as one last final."""
+        captions, segments = self.end_step()
+        return captions + [self.final(segment) for segment in segments]
+
+    # ---- the same, in steps ----
+
+    def hear(self, pcm: bytes) -> np.ndarray:
+        """A frame as 16 kHz float samples; RequestError for one that is not PCM16."""
+        return self._to_16k(pcm)
+
+    def heard(self, samples: np.ndarray, text: str) -> tuple[list[Caption], list[Segment]]:
+        """After the streaming model has taken ``samples`` (``text``: what it made of them): the partial, and
+        the segments that ended here, for ``final``."""
         if not len(samples):
-            return []
-        captions = self._partial(samples, is_final=False)
+            return [], []
+        captions = self._as_partial(text, is_final=False)
         self._position += len(samples)
         self._remember(samples)
         if self._segment is not None:
@@ -122,37 +172,60 @@ class LiveSession:
         speech_start, speech_end = self._endpoints.feed(samples)
         if speech_start != -1:
             self._open_segment(speech_start * 16)
+        segments = []
         if speech_end != -1:
-            captions += self._close(speech_end * 16)
-        return captions
+            more, segment = self._close(speech_end * 16)
+            captions += more
+            segments += [segment] if segment is not None else []
+        return captions, segments
 
-    def end(self) -> list[Caption]:
-        """``{"is_speaking": false}``: what is left is decoded, as one last final."""
-        captions = self._partial(np.zeros(0, dtype=np.float32), is_final=True)
+    def end_step(self) -> tuple[list[Caption], list[Segment]]:
+        """``end`` up to the second pass: the streaming model's last words, and the segment left open."""
+        captions = self._partial(is_final=True)
+        segment = None
         if self._segment is not None:
-            captions += self._close(self._position)
+            more, segment = self._close(self._position)
+            captions += more
         elif self._pending and self.options.mode != "online":
             # no end of speech was found (or no start): decode what came since the last final
             pending = np.concatenate(self._pending)
             self._segment, self._segment_start = [pending], self._position - len(pending)
-            captions += self._close(self._position)
+            more, segment = self._close(self._position)
+            captions += more
         self.utterance = (self.finals, self._position / SAMPLE_RATE)  # for the history, before the reset
         self.finals = []
         # the connection may carry another utterance: it starts from nothing, at time 0 (as FunASR's does)
         self._endpoints, self._position = self._new_endpoints(), 0
         self._recent.clear()
         self._recent_samples = 0
-        return captions
+        return captions, [segment] if segment is not None else []
+
+    def final(self, segment: Segment) -> Caption:
+        """A segment's second pass: its final caption, which also joins its utterance's finals."""
+        transcript = self._finalize(segment.audio, self.options.final)
+        final = _shifted(transcript, segment.start // 16)
+        text = "".join(s.text for s in final.sentences)  # FunASR's <unk> dropped, as the sentences drop it
+        caption = Caption(text=text, is_final=True, source="offline", start_ms=segment.start // 16,
+                          end_ms=segment.end // 16, sentences=final.sentences)
+        segment.finals.append(caption)
+        return caption
 
     # ---- the stages ----
 
-    def _partial(self, samples: np.ndarray, is_final: bool) -> list[Caption]:
+    def _new_stream(self) -> Any:
+        return self._online.new_stream(self._settings)
+
+    def _partial(self, is_final: bool) -> list[Caption]:
+        """The streaming model's words so far (``is_final``: its last ones for this segment)."""
         if self._stream is None:
             return []
-        text = self._online.accept(self._stream, samples, is_final)
+        text = self._online.accept(self._stream, np.zeros(0, dtype=np.float32), is_final)
         if is_final:
-            self._stream = self._online.new_stream()  # the next segment starts with a fresh cache
-        if not text and not (is_final and self.options.mode == "online"):
+            self._stream = self._new_stream()  # the next segment starts with a fresh cache
+        return self._as_partial(text, is_final)
+
+    def _as_partial(self, text: str, is_final: bool) -> list[Caption]:
+        if self._stream is None or (not text and not (is_final and self.options.mode == "online")):
             return []
         if self.options.mode == "2pass" and is_final:
             return []  # the offline pass gives this segment's final
@@ -165,23 +238,18 @@ class LiveSession:
         self._segment = [audio[start - (self._position - len(audio)):]]
         self._segment_start = start
 
-    def _close(self, end: int) -> list[Caption]:
-        """Speech ended at ``end`` (samples): the online stream is finished, and the segment decoded again."""
-        captions = self._partial(np.zeros(0, dtype=np.float32), is_final=True)
+    def _close(self, end: int) -> tuple[list[Caption], Segment | None]:
+        """Speech ended at ``end`` (samples): the online stream is finished, and the segment cut for its
+        second pass (None in online mode, or when it is empty)."""
+        captions = self._partial(is_final=True)
         segment = self._segment or []
         self._segment = None
         audio = np.concatenate(segment) if segment else np.zeros(0, np.float32)
         audio = audio[: max(0, end - self._segment_start)]
         self._pending = []
         if self.options.mode == "online" or not len(audio):
-            return captions
-        transcript = self._finalize(audio, self.options.final)
-        final = _shifted(transcript, self._segment_start // 16)
-        text = "".join(s.text for s in final.sentences)  # FunASR's <unk> dropped, as the sentences drop it
-        caption = Caption(text=text, is_final=True, source="offline", start_ms=self._segment_start // 16,
-                          end_ms=end // 16, sentences=final.sentences)
-        self.finals.append(caption)
-        return captions + [caption]
+            return captions, None
+        return captions, Segment(audio, self._segment_start, end, self.finals)
 
     def _remember(self, samples: np.ndarray) -> None:
         self._recent.append(samples)
@@ -203,6 +271,14 @@ class LiveSession:
 
             samples = resample_poly(samples, 2, 1).astype(np.float32)
         return samples
+
+
+def _stream_settings(options: LiveOptions) -> Any:
+    """The client's chunk sizes and look-backs, as the streaming model takes them."""
+    from asr.core.streaming import StreamSettings  # torch: only once a stream is opened
+
+    return StreamSettings(chunk_size=options.chunk_size, encoder_chunk_look_back=options.encoder_chunk_look_back,
+                          decoder_chunk_look_back=options.decoder_chunk_look_back)
 
 
 def _shifted(transcript: Transcript, offset_ms: int) -> Transcript:

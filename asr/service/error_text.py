@@ -235,6 +235,8 @@ _CATALOG: Sequence[tuple[str, str]] = (
     (r"audio_fs must be 16000 or 8000 \(PCM16 mono\), not (?P<rate>\S+)", "audio_fs 必须是 16000 或 8000（PCM16 单声道），不能是 {rate}。"),
     (r"chunk_size must be three whole numbers such as 5,10,5, not (?P<value>.+)", "chunk_size 必须是三个整数，例如 5,10,5，不能是 {value}。"),
     (r"chunk_interval must be between 1 and 100, not (?P<value>\S+)", "chunk_interval 必须在 1 到 100 之间，不能是 {value}。"),
+    (r"(?P<name>\w+_chunk_look_back) must be between 0 and (?P<most>\d+) chunks, not (?P<value>\S+)",
+     "{name} 必须在 0 到 {most} 个分块之间，不能是 {value}。"),
     (r"(?P<name>\w+) must be a whole number, not (?P<value>.+)", "{name} 必须是整数，不能是 {value}。"),
     (r"wav_format must be pcm \(PCM16 mono frames\), not (?P<value>.+)", "wav_format 必须是 pcm（PCM16 单声道音频帧），不能是 {value}。"),
     (r"a text message must be JSON, such as \{\"is_speaking\": false\}", "文本消息必须是 JSON，例如 {{\"is_speaking\": false}}。"),

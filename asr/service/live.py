@@ -16,8 +16,9 @@ of recognition") and as FunASR's C++ runtime sends it: clients stop reading at i
 is the ``2pass-offline`` message. Errors come as ``{"is_final": true, "error": {"code", "message"}}`` (the
 service's one envelope), then the socket closes.
 
-All live streams run on one thread of their own with their own loaded models (the ``live`` profile's), so
-they never wait behind the file queue, and the file queue never waits behind them.
+Live streams run on two threads of their own with their own loaded models (the ``live`` profile's), so
+they never wait behind the file queue, and the file queue never waits behind them: one batches the streaming
+model over all the streams, the other runs the second passes (``LiveHub``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Callable
@@ -41,6 +43,7 @@ from asr.core.live import (
     Caption,
     LiveOptions,
     LiveSession,
+    Segment,
     online_recognizer,
     open_session,
     session_transcript,
@@ -64,20 +67,31 @@ CLOSE_DONE, CLOSE_AWAY, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_BUSY = 1000, 1001, 10
 
 
 class LiveHub:
-    """The service's live streams: their models, their thread and their limit.
+    """The service's live streams: their models, their threads and their limit.
 
     ``pipeline_factory(settings)`` gives a loaded pipeline of the live profile (asr.core.pipeline.build_pipeline);
-    its streaming model makes the partials and the pipeline itself the finals."""
+    its streaming model makes the partials and the pipeline itself the finals.
+
+    Two threads of their own. The live thread owns the streaming model and the VAD: the frames of all the
+    streams that are waiting when it is free go through one ``accept_many``, so that under load each pass
+    carries more streams instead of each stream waiting for more passes. The final thread runs the second
+    passes and saves the sessions, so that one stream's end of speech never holds up the others' captions
+    (that stream's own next captions wait for its final: a client gets its messages in order)."""
 
     def __init__(self, settings: Settings, pipeline_factory: Callable[[Settings], Any] | None = None):
         self.settings = settings
         self._factory = pipeline_factory
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-live")
+        self._finals = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-live-final")
         self._lock = threading.Lock()
         self._streams = 0
+        self._inbox: list[tuple[LiveSession, bytes, asyncio.Future, asyncio.AbstractEventLoop]] = []
+        self._draining = False
         self.ready = threading.Event()
         self._pipeline: Any = None
         self._online: Any = None
+        #: streams per pass of the streaming model, for the benchmark and the log: {streams: passes}
+        self.batch_sizes: dict[int, int] = {}
 
     def start(self) -> None:
         """Load the live models (on the live thread, which then owns them) and warm them up."""
@@ -110,12 +124,75 @@ class LiveHub:
         with self._lock:
             self._streams -= 1
 
+    async def audio(self, session: LiveSession, frame: bytes) -> tuple[list[Caption], list[Segment]]:
+        """A frame of ``session``'s audio, in the next batch: its partial captions and the segments it ended
+        (for ``final``)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._lock:
+            self._inbox.append((session, frame, future, loop))
+            if not self._draining:  # else the batch being gathered takes this frame too
+                self._draining = True
+                self._executor.submit(self._drain)
+        return await future
+
+    def _drain(self) -> None:
+        """On the live thread: every frame waiting, through the streaming model together."""
+        with self._lock:
+            waiting, self._inbox, self._draining = self._inbox, [], False
+        while waiting:  # a session at most once per pass (its handler waits for each frame, so this is rare)
+            batch, later, seen = [], [], set()
+            for item in waiting:
+                (later if id(item[0]) in seen else batch).append(item)
+                seen.add(id(item[0]))
+            self._pass(batch)
+            waiting = later
+
+    def _pass(self, batch: list[tuple[LiveSession, bytes, asyncio.Future, asyncio.AbstractEventLoop]]) -> None:
+        heard: list[tuple[LiveSession, np.ndarray, asyncio.Future, asyncio.AbstractEventLoop]] = []
+        for session, frame, future, loop in batch:
+            try:
+                heard.append((session, session.hear(frame), future, loop))
+            except Exception as e:  # noqa: BLE001 - a bad frame fails its own stream only
+                loop.call_soon_threadsafe(_settle, future, None, e)
+        streaming = [(s.stream, samples, False) for s, samples, _, _ in heard if s.stream is not None and len(samples)]
+        try:
+            texts = iter(self._online.accept_many(streaming) if streaming else ())
+        except Exception as e:  # noqa: BLE001 - the model failed: every stream in the pass gets the error
+            for _, _, future, loop in heard:
+                loop.call_soon_threadsafe(_settle, future, None, e)
+            return
+        if streaming:
+            self.batch_sizes[len(streaming)] = self.batch_sizes.get(len(streaming), 0) + 1
+        for session, samples, future, loop in heard:
+            text = next(texts) if session.stream is not None and len(samples) else ""
+            try:
+                result = session.heard(samples, text)
+            except Exception as e:  # noqa: BLE001
+                loop.call_soon_threadsafe(_settle, future, None, e)
+            else:
+                loop.call_soon_threadsafe(_settle, future, result, None)
+
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` on the live thread (the models are not re-entrant)."""
+        """``fn(*args)`` on the live thread (the streaming model and the VAD are not re-entrant)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def final(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on the final thread: a second pass (``LiveSession.final``) or a session's saving."""
+        return await asyncio.get_running_loop().run_in_executor(self._finals, fn, *args)
 
     def stop(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._finals.shutdown(wait=False, cancel_futures=True)
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.cancelled():  # the client went while its frame was in a batch
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def parse_options(message: dict[str, Any], settings: Settings) -> LiveOptions:
@@ -192,15 +269,15 @@ def _trailing_punctuation(text: str) -> str:
 
 
 class _Recording:
-    """An utterance's audio, kept on disk as it comes (PCM16 WAV at the client's rate, up to
-    ``audio.max_duration_s``), for the job it becomes in the history; removed once that has its own copy."""
+    """An utterance's audio, kept on disk as it comes (FLAC at the client's rate, up to
+    ``audio.max_duration_s``): the player's copy of the job it becomes in the history, moved there as it is."""
 
     def __init__(self, directory: Path, sample_rate: int, max_s: float):
         import soundfile as sf
 
         directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / f"{uuid.uuid4().hex}.wav"
-        self._file = sf.SoundFile(self.path, "w", samplerate=sample_rate, channels=1, subtype="PCM_16")
+        self.path = directory / f"{uuid.uuid4().hex}.flac"
+        self._file = sf.SoundFile(self.path, "w", samplerate=sample_rate, channels=1, format="FLAC", subtype="PCM_16")
         self._room = int(max_s * sample_rate)
 
     def write(self, pcm: bytes) -> None:
@@ -222,8 +299,8 @@ class _Recording:
 def save_utterance(engine: Any, settings: Settings, finals: list[Caption], duration_s: float, name: str,
                    owner: str | None, recording: _Recording) -> None:
     """A finished utterance (its finals) as a job in the history, with its audio for the player; nothing when
-    nothing was said. Runs on the live thread (the playback copy is decoded in the isolated decoder)."""
-    from asr.service.media import media_root, write_playback
+    nothing was said. Runs on the final thread; quick (a row, and the recording moved into place)."""
+    from asr.service.media import media_root, playback_path
 
     try:
         audio = recording.close()
@@ -231,8 +308,10 @@ def save_utterance(engine: Any, settings: Settings, finals: list[Caption], durat
             return
         record = engine.record_live(name, session_transcript(finals, duration_s), owner)
         try:
-            write_playback(audio, media_root(settings) / record.id, settings.audio, name)
-        except (AsrError, OSError) as e:
+            target = playback_path(media_root(settings) / record.id)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(audio, target)
+        except OSError as e:
             logger.warning("job %s: no playback copy of the live session (%s)", record.id, e)
     except AsrError as e:  # the history cannot take it: the client has its captions already
         logger.error("live session %s not saved in the history: %s", name, e)
@@ -292,7 +371,10 @@ def add_live_routes(app: Any, engine: Any, settings: Settings, user_of: Callable
                         raise RequestTooLargeError(f"an audio frame of {len(frame) >> 10} KB is larger than the "
                                                    f"{live.max_frame_kb} KB allowed (live.max_frame_kb)")
                     recorded.write(frame)
-                    for caption in await hub.run(session.audio, frame):
+                    captions, segments = await hub.audio(session, frame)
+                    for segment in segments:
+                        captions.append(await hub.final(session.final, segment))
+                    for caption in captions:
                         await websocket.send_text(json.dumps(caption_message(caption, options, False),
                                                              ensure_ascii=False))
                     continue
@@ -307,10 +389,13 @@ def add_live_routes(app: Any, engine: Any, settings: Settings, user_of: Callable
                     session = hub.open(options)
                     recorded = recording(options)
                 if body.get("is_speaking") is False:
-                    captions = await hub.run(session.end)
+                    captions, segments = await hub.run(session.end_step)
+                    for segment in segments:
+                        captions.append(await hub.final(session.final, segment))
                     finals, duration_s = session.utterance
                     done, recorded = recorded, recording(options)
-                    await hub.run(save_utterance, engine, settings, finals, duration_s, options.wav_name, user, done)
+                    await hub.final(save_utterance, engine, settings, finals, duration_s, options.wav_name, user,
+                                    done)  # before the last message: a client that reads History then finds it
                     for i, caption in enumerate(captions):
                         await websocket.send_text(json.dumps(
                             caption_message(caption, options, i == len(captions) - 1), ensure_ascii=False))
@@ -336,8 +421,8 @@ def add_live_routes(app: Any, engine: Any, settings: Settings, user_of: Callable
             if recorded is not None:  # gone mid-utterance: what was final so far is kept
                 finals, duration_s = session.finals, session.position_s
                 try:
-                    await hub.run(save_utterance, engine, settings, finals, duration_s, options.wav_name, user,
-                                  recorded)
+                    await hub.final(save_utterance, engine, settings, finals, duration_s, options.wav_name, user,
+                                    recorded)
                 except RuntimeError:  # the service is stopping: its executor is shut
                     recorded.discard()
 

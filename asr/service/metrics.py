@@ -3,7 +3,7 @@
 Two kinds of numbers:
 
 * read at scrape time from the engine and its SQLite history (readiness, queue depth, workers,
-  jobs by state, model load and warm-up time), so they are never stale;
+  jobs by state, model load and warm-up time, live streams and their batching), so they are never stale;
 * observed once per finished job through ``Engine.listeners`` (outcomes, audio seconds, RTF,
   per-stage and queue-wait latency histograms).
 
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
@@ -62,6 +62,14 @@ class _EngineState(Collector):
                                 value=engine.load_seconds)
         yield GaugeMetricFamily("asr_model_warmup_seconds", "Time the warm-up decode took at start",
                                 value=engine.warmup_seconds)
+        live = getattr(engine, "live", None)
+        if live is not None:
+            yield GaugeMetricFamily("asr_live_streams", "Live caption streams open now", value=live.streams)
+            passes = CounterMetricFamily("asr_live_passes", "Passes of the streaming model, by how many streams "
+                                         "each carried (the batching live streams get)", labels=["streams"])
+            for streams, count in sorted(live.batch_sizes.items()):
+                passes.add_metric([str(streams)], count)
+            yield passes
 
 
 class ServiceMetrics:
