@@ -253,6 +253,9 @@ class LiveConfig(_Section):
     """A stream that sends nothing for this long is closed."""
     max_frame_kb: int = Field(256, ge=2, le=16384)
     """Largest audio frame a client may send (FunASR's clients send 60 ms: 2 KB at 16 kHz)."""
+    max_backlog_s: float = Field(10, gt=0, le=600)
+    """Audio a stream may have waiting for the service (a file sent faster than real time, or a service that
+    falls behind); past it the service stops reading from that stream until it catches up."""
 
 
 class StorageConfig(_Section):

@@ -5,6 +5,8 @@ texts are compared, never read."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -184,33 +186,46 @@ def test_8_khz_audio_is_resampled(live_pipeline, online, speech_with_pauses):
 
 def test_the_hub_batches_concurrent_streams_and_each_gets_what_it_would_alone(settings, live_pipeline, online,
                                                                                speech_with_pauses):
-    """Three streams at once through the service's hub: their frames share passes of the streaming model, their
-    second passes run on the final thread, and every stream's captions are those it gets on its own."""
+    """Three streams whose audio is all waiting at once, as when the service falls behind: the hub takes each up
+    to its next chunk and puts the three chunks through one pass, the second passes run on the final thread, and
+    every stream gets the captions it gets on its own, in order."""
     import asyncio
-    import time
 
     from asr.service.live import LiveHub
 
     audios = [speech_with_pauses, speech_with_pauses[16000 + 123:], speech_with_pauses[40000:]]
     alone = [run(session(live_pipeline, online, mode="2pass"), audio) for audio in audios]
-    hub = LiveHub(settings, pipeline_factory=lambda _: live_pipeline)
+    hub = LiveHub(settings.model_copy(update={"live": settings.live.model_copy(update={"max_backlog_s": 60})}),
+                  pipeline_factory=lambda _: live_pipeline)
     hub.start()
 
-    async def stream(audio: np.ndarray) -> list:
-        live = hub.open(LiveOptions(mode="2pass"))
+    async def results(feed) -> list:
         captions = []
-        for frame in frames_of(audio):
-            partials, segments = await hub.audio(live, frame)
-            captions += partials + [await hub.final(live.final, segment) for segment in segments]
-        partials, segments = await hub.run(live.end_step)
-        hub.close(live)
-        return captions + partials + [await hub.final(live.final, segment) for segment in segments]
+        while True:
+            kind, partials, segments, *rest = await feed.next()
+            assert kind != "error", partials
+            captions += partials + [await hub.final(feed.session.final, segment) for segment in segments]
+            if kind == "end":
+                assert rest[2] == "payload" and rest[0] == [c for c in captions if c.source == "offline"]
+                return captions
 
     async def together() -> list:
-        # the live thread busy for a moment, as it is under load: the three first frames wait, and go in one pass
-        busy = asyncio.ensure_future(hub.run(time.sleep, 0.5))
-        captions = await asyncio.gather(*(stream(audio) for audio in audios))
-        await busy
+        feeds = [hub.open(LiveOptions(mode="2pass")) for _ in audios]
+        # the streams' frames in turn, as concurrent clients send them, with no await in between: the live thread
+        # finds (nearly) all of it waiting
+        streams = [list(frames_of(audio)) for audio in audios]
+        for k in range(max(map(len, streams))):
+            for feed, frames in zip(feeds, streams, strict=True):
+                if k < len(frames):
+                    feed.audio(frames[k])
+                elif k == len(frames):
+                    feed.end("payload")
+        for feed, frames in zip(feeds, streams, strict=True):
+            if len(frames) == max(map(len, streams)):
+                feed.end("payload")
+        captions = await asyncio.gather(*(results(feed) for feed in feeds))
+        for feed in feeds:
+            hub.close(feed)
         return captions
 
     try:
@@ -219,3 +234,64 @@ def test_the_hub_batches_concurrent_streams_and_each_gets_what_it_would_alone(se
         hub.stop()
     assert max(hub.batch_sizes) == 3, f"the streams never shared a pass: {hub.batch_sizes}"
     assert hub.streams == 0
+
+
+def test_a_stream_sent_faster_than_the_service_takes_it_is_read_no_further_until_it_is_taken(settings, live_pipeline):
+    """The audio waiting for a stream is bounded: past ``live.max_backlog_s`` its handler is told to wait, and
+    ``room()`` returns once the live thread has taken it."""
+    import asyncio
+    import time
+
+    from asr.service.live import LiveHub
+
+    hub = LiveHub(settings.model_copy(update={"live": settings.live.model_copy(update={"max_backlog_s": 1})}),
+                  pipeline_factory=lambda _: live_pipeline)
+    hub.start()
+
+    async def flood() -> tuple[list[bool], float]:
+        feed = hub.open(LiveOptions(mode="2pass"))
+        hub._executor.submit(time.sleep, 0.5)  # the live thread busy (as under load): nothing is taken meanwhile
+        full = [feed.audio(b"\x00\x00" * 960) for _ in range(30)]  # 1.8 s at once
+        await asyncio.wait_for(feed.room(), 30)
+        after = hub._full(feed)  # room() came back because the live thread took it all
+        hub.close(feed)
+        return full, after
+
+    try:
+        full, after = asyncio.run(flood())
+    finally:
+        hub.stop()
+    assert full.index(True) == 16 and all(full[16:])  # the 17th frame of 60 ms makes 1.02 s: the first over 1 s
+    assert after is False
+    assert hub.streams == 0
+
+
+@pytest.mark.slow  # a second live pipeline, with SeACo
+def test_a_streams_hotwords_reach_its_finals_with_seaco(test_models, speech_with_pauses):
+    """FunASR's clients send hotwords as a JSON object string; with SeACo each final is the offline pipeline's
+    text on its segment with those hotwords, and they change it (on these weights), so this can fail."""
+    import json
+
+    from asr.config import load_settings
+    from asr.core.live import online_recognizer, open_session
+    from asr.core.pipeline import build_pipeline
+    from asr.service.live import parse_options
+    from tests.conftest import TEST_CONFIG
+    from tests.test_hotwords import FEW
+
+    settings = load_settings(TEST_CONFIG, models={"asr_model": "seaco", "profile": LIVE},
+                             runtime={"device": "cpu", "precision": "fp32"})
+    pipeline = build_pipeline(settings)
+    options = parse_options({"mode": "2pass", "hotwords": json.dumps({w: 20 for w in FEW})}, settings)
+    assert options.final.hotwords == FEW
+    captions = run(open_session(pipeline, online_recognizer(pipeline.models), options), speech_with_pauses)
+    finals = [c for c in captions if c.source == "offline"]
+    assert len(finals) >= 3
+    changed = 0
+    for final in finals:
+        segment = heard(speech_with_pauses)[final.start_ms * 16:final.end_ms * 16]
+        with_words = pipeline.transcribe(segment, options.final)
+        assert final.text == "".join(s.text for s in with_words.sentences)
+        without = pipeline.transcribe(segment, replace(options.final, hotwords=()))
+        changed += with_words.text != without.text
+    assert changed, "the hotwords changed no final: the test shows nothing"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 
+import httpx
 import numpy as np
 import pytest
 import soundfile as sf
@@ -163,7 +164,7 @@ def test_an_oversized_frame_and_an_odd_frame_are_refused(ws_url):
         assert "PCM16" in _error_of(socket)["message"]
 
 
-def test_streams_over_the_limit_are_refused_and_a_dropped_one_gives_its_place_back(ws_url, speech_pcm):
+def test_streams_over_the_limit_are_refused_and_a_dropped_one_gives_its_place_back(server, ws_url, speech_pcm):
     pcm = speech_pcm[1]
     first, second = _open(ws_url), _open(ws_url)
     try:
@@ -190,6 +191,34 @@ def test_streams_over_the_limit_are_refused_and_a_dropped_one_gives_its_place_ba
         time.sleep(0.5)
     second.close()
     assert "error" not in reply and reply["is_final"] is True
+    # nothing is left behind: every stream's place, and its recording (none here had a final to keep)
+    spool = server.config_path.parent / "cache" / "live"
+    deadline = time.monotonic() + 20
+    while (left := sorted(p.name for p in spool.glob("*"))) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert left == []
+    metrics = httpx.get(server.url + "/metrics").text
+    assert "asr_live_streams 0.0" in metrics
+
+
+def test_a_client_that_goes_right_after_its_end_still_gets_its_utterance_saved(server, ws_url, speech_pcm):
+    """It sends everything and is_speaking false, and closes without reading a reply: what it said is still
+    decoded and kept in the history."""
+    pcm = speech_pcm[1]
+    with _open(ws_url) as socket:
+        socket.send(json.dumps({"mode": "2pass", "wav_name": "left at once"}))
+        for i in range(0, len(pcm), FRAME):
+            socket.send(pcm[i:i + FRAME])
+        socket.send(json.dumps({"is_speaking": False}))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        jobs = httpx.get(server.url + "/v1/jobs", params={"q": "left at once"}).json()["data"]
+        if jobs:
+            break
+        time.sleep(0.5)
+    assert [j["status"] for j in jobs] == ["completed"]
+    text = httpx.get(server.url + f"/v1/jobs/{jobs[0]['id']}/result", params={"format": "txt"}).text
+    assert text.strip()
 
 
 def test_an_idle_stream_is_closed_with_its_reason(ws_url):

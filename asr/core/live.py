@@ -102,10 +102,11 @@ class LiveSession:
     is the offline pass on one segment. Not thread-safe: one stream is fed by one caller at a time.
 
     ``audio`` and ``end`` do a frame's whole work. A server with many streams splits it, to batch the streaming
-    model over its streams and to keep the second pass off their path::
+    model over its streams and to keep the second pass off their path (asr.service.live.LiveHub)::
 
         samples = session.hear(frame)                                   # each stream
-        texts = online.accept_many([(session.stream, samples, False), ...])  # all of them, one pass
+        if session.needs_model(samples): ...                            # this frame completes a chunk: batch it
+        texts = online.accept_many([(session.stream, samples, False), ...])  # those streams, one pass
         captions, segments = session.heard(samples, text)               # each stream: partials, endpoints
         captions += [session.final(segment) for segment in segments]    # elsewhere: the second pass
     """
@@ -138,6 +139,11 @@ class LiveSession:
     def stream(self) -> Any:
         """The streaming model's state for this session (None in offline mode: no partials)."""
         return self._stream
+
+    def needs_model(self, samples: np.ndarray) -> bool:
+        """Whether the streaming model has work on ``samples`` (they complete a chunk): the frames a server
+        batches over its streams. The others it may take at once (``accept`` only keeps them)."""
+        return self._stream is not None and len(samples) > 0 and self._stream.completes_chunk(len(samples))
 
     # ---- the client's messages ----
 

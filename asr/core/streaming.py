@@ -91,6 +91,11 @@ class Stream:
     pending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     samples_seen: int = 0
 
+    def completes_chunk(self, samples: int) -> bool:
+        """Whether ``samples`` more would complete a chunk, so that ``accept`` would run the model (else it
+        only keeps them)."""
+        return self.pending.size + samples >= self.settings.chunk_samples
+
     def cache_tensors(self) -> dict[str, tuple[int, ...]]:
         """The shape of every tensor the stream keeps (for checks that nothing grows)."""
         shapes: dict[str, tuple[int, ...]] = {"pending": tuple(self.pending.shape)}

@@ -29,9 +29,10 @@ import logging
 import os
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,6 @@ from asr.core.live import (
     Caption,
     LiveOptions,
     LiveSession,
-    Segment,
     online_recognizer,
     open_session,
     session_transcript,
@@ -66,17 +66,91 @@ logger = logging.getLogger(__name__)
 CLOSE_DONE, CLOSE_AWAY, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_BUSY = 1000, 1001, 1008, 1009, 1013
 
 
+class LiveFeed:
+    """One stream's way through the hub, made by ``LiveHub.open`` on the event loop: ``audio`` and ``end`` hand
+    over what the client sent, at once (the live thread takes it when it is free), and ``next`` gives back what
+    became of it, in order: ``("audio", captions, segments)``, ``("end", captions, segments, finals, duration_s,
+    payload)`` or ``("error", exception)``. The segments are for ``LiveSession.final``."""
+
+    def __init__(self, hub: LiveHub, session: LiveSession) -> None:
+        self.session = session
+        self._hub = hub
+        self._loop = asyncio.get_running_loop()
+        self._results: asyncio.Queue = asyncio.Queue()
+        self._room = asyncio.Event()
+        self._answered = asyncio.Event()
+        self.waiting: deque[Any] = deque()  # frames (bytes) and ends (_End), under the hub's lock
+        self.waiting_bytes = 0
+        self.scheduled = False
+        self.closed = False
+        self.failed = False
+        self.pushed = 0  # what was handed over, and of it what has been answered (each gives one result)
+        self.answered = 0
+
+    @property
+    def idle(self) -> bool:
+        """Nothing handed over is still unanswered: the client is not waiting for the service."""
+        return self.answered >= self.pushed or self.failed or self.closed
+
+    def answer(self) -> None:
+        """One result has been dealt with (sent, its finals made, its utterance saved)."""
+        self.answered += 1
+        self._answered.set()
+
+    async def settled(self) -> None:
+        """Until everything handed over has been answered."""
+        while not self.idle:
+            self._answered.clear()
+            if not self.idle:
+                await self._answered.wait()
+
+    def audio(self, frame: bytes) -> bool:
+        """A frame of PCM16. True when this stream now has more than ``live.max_backlog_s`` of audio waiting:
+        then wait for ``room()`` before reading more from the client (so TCP slows a client that sends faster
+        than the service keeps up, and the audio waiting here stays bounded)."""
+        return self._hub._push(self, frame)
+
+    async def room(self) -> None:
+        """Until the live thread has taken what this stream has waiting (or the stream is closed)."""
+        while self._hub._full(self) and not self.closed:
+            self._room.clear()
+            if self._hub._full(self):
+                await self._room.wait()
+
+    def taken(self) -> None:
+        """From the live thread: what was waiting has been taken."""
+        self._loop.call_soon_threadsafe(self._room.set)
+
+    def end(self, payload: Any = None) -> None:
+        """``{"is_speaking": false}``, after the frames before it; ``payload`` comes back with its results."""
+        self._hub._push(self, _End(payload))
+
+    async def next(self) -> tuple:
+        return await self._results.get()
+
+    def deliver(self, item: tuple) -> None:
+        """From the live thread."""
+        self._loop.call_soon_threadsafe(self._results.put_nowait, item)
+
+
+@dataclass(frozen=True)
+class _End:
+    payload: Any
+
+
 class LiveHub:
     """The service's live streams: their models, their threads and their limit.
 
     ``pipeline_factory(settings)`` gives a loaded pipeline of the live profile (asr.core.pipeline.build_pipeline);
     its streaming model makes the partials and the pipeline itself the finals.
 
-    Two threads of their own. The live thread owns the streaming model and the VAD: the frames of all the
-    streams that are waiting when it is free go through one ``accept_many``, so that under load each pass
-    carries more streams instead of each stream waiting for more passes. The final thread runs the second
-    passes and saves the sessions, so that one stream's end of speech never holds up the others' captions
-    (that stream's own next captions wait for its final: a client gets its messages in order)."""
+    Two threads of their own. The live thread owns the streaming model and the VAD. Whenever it is free it takes
+    everything the streams have sent since, and goes through it frame by frame, stream by stream, in order; a
+    frame that completes a chunk waits until every stream has reached its own, and those chunks go through the
+    model in one pass. A frame that does not complete a chunk costs only the VAD. So the service batches by
+    itself exactly when it needs to: under load, when each stream has several frames waiting. The final thread
+    runs the second passes and saves the sessions, so one stream's end of speech never holds up the others'
+    partials (its own next messages wait for its final: a client gets them in order)."""
 
     def __init__(self, settings: Settings, pipeline_factory: Callable[[Settings], Any] | None = None):
         self.settings = settings
@@ -85,12 +159,12 @@ class LiveHub:
         self._finals = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-live-final")
         self._lock = threading.Lock()
         self._streams = 0
-        self._inbox: list[tuple[LiveSession, bytes, asyncio.Future, asyncio.AbstractEventLoop]] = []
+        self._ready: list[LiveFeed] = []  # feeds with something waiting
         self._draining = False
         self.ready = threading.Event()
         self._pipeline: Any = None
         self._online: Any = None
-        #: streams per pass of the streaming model, for the benchmark and the log: {streams: passes}
+        #: passes of the streaming model by how many streams each carried: {streams: passes} (/metrics)
         self.batch_sizes: dict[int, int] = {}
 
     def start(self) -> None:
@@ -109,8 +183,9 @@ class LiveHub:
     def streams(self) -> int:
         return self._streams
 
-    def open(self, options: LiveOptions) -> LiveSession:
-        """A new stream; EngineBusyError over ``live.max_streams``, EngineNotReadyError while loading."""
+    def open(self, options: LiveOptions) -> LiveFeed:
+        """A new stream (on the event loop that will read its results); EngineBusyError over
+        ``live.max_streams``, EngineNotReadyError while loading."""
         if not self.ready.is_set():
             raise EngineNotReadyError("the live models are loading; try again in a moment")
         with self._lock:
@@ -118,64 +193,95 @@ class LiveHub:
                 raise EngineBusyError(f"busy: {self._streams} live streams, the most this service runs at "
                                       "once (live.max_streams); try again later")
             self._streams += 1
-        return open_session(self._pipeline, self._online, options)
+        return LiveFeed(self, open_session(self._pipeline, self._online, options))
 
-    def close(self, session: LiveSession) -> None:
+    def close(self, feed: LiveFeed) -> None:
+        """The stream is over: what it has waiting is dropped, and its place given back."""
         with self._lock:
+            if feed.closed:
+                return
+            feed.closed = True
+            feed.waiting.clear()
+            feed.waiting_bytes = 0
             self._streams -= 1
+        feed.taken()
 
-    async def audio(self, session: LiveSession, frame: bytes) -> tuple[list[Caption], list[Segment]]:
-        """A frame of ``session``'s audio, in the next batch: its partial captions and the segments it ended
-        (for ``final``)."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
+    def _push(self, feed: LiveFeed, item: Any) -> bool:
         with self._lock:
-            self._inbox.append((session, frame, future, loop))
-            if not self._draining:  # else the batch being gathered takes this frame too
+            if feed.closed or feed.failed:
+                return False
+            if isinstance(item, bytes):
+                feed.waiting_bytes += len(item)
+            feed.waiting.append(item)
+            feed.pushed += 1
+            if not feed.scheduled:
+                feed.scheduled = True
+                self._ready.append(feed)
+            if not self._draining:  # else the drain being gathered takes this too
                 self._draining = True
                 self._executor.submit(self._drain)
-        return await future
+            return self._full(feed)
+
+    def _full(self, feed: LiveFeed) -> bool:
+        return feed.waiting_bytes / (2 * feed.session.options.sample_rate) > self.settings.live.max_backlog_s
 
     def _drain(self) -> None:
-        """On the live thread: every frame waiting, through the streaming model together."""
+        """On the live thread: everything waiting, in order per stream, the chunks of all streams batched."""
         with self._lock:
-            waiting, self._inbox, self._draining = self._inbox, [], False
-        while waiting:  # a session at most once per pass (its handler waits for each frame, so this is rare)
-            batch, later, seen = [], [], set()
-            for item in waiting:
-                (later if id(item[0]) in seen else batch).append(item)
-                seen.add(id(item[0]))
-            self._pass(batch)
-            waiting = later
+            work = []
+            for feed in self._ready:
+                work.append((feed, deque(feed.waiting)))
+                feed.waiting.clear()
+                feed.waiting_bytes = 0
+                feed.scheduled = False
+                feed.taken()
+            self._ready, self._draining = [], False
+        while work:
+            at_chunk: list[tuple[LiveFeed, np.ndarray]] = []  # streams whose next frame completes a chunk
+            for feed, items in work:
+                self._until_chunk(feed, items, at_chunk)
+            if at_chunk:
+                self._chunks(at_chunk)
+            work = [(feed, items) for feed, items in work if items and not (feed.closed or feed.failed)]
 
-    def _pass(self, batch: list[tuple[LiveSession, bytes, asyncio.Future, asyncio.AbstractEventLoop]]) -> None:
-        heard: list[tuple[LiveSession, np.ndarray, asyncio.Future, asyncio.AbstractEventLoop]] = []
-        for session, frame, future, loop in batch:
-            try:
-                heard.append((session, session.hear(frame), future, loop))
-            except Exception as e:  # noqa: BLE001 - a bad frame fails its own stream only
-                loop.call_soon_threadsafe(_settle, future, None, e)
-        streaming = [(s.stream, samples, False) for s, samples, _, _ in heard if s.stream is not None and len(samples)]
+    def _until_chunk(self, feed: LiveFeed, items: deque, at_chunk: list[tuple[LiveFeed, np.ndarray]]) -> None:
+        """``feed``'s items up to the next frame that completes a chunk, which is added to ``at_chunk``."""
+        session = feed.session
         try:
-            texts = iter(self._online.accept_many(streaming) if streaming else ())
-        except Exception as e:  # noqa: BLE001 - the model failed: every stream in the pass gets the error
-            for _, _, future, loop in heard:
-                loop.call_soon_threadsafe(_settle, future, None, e)
-            return
-        if streaming:
-            self.batch_sizes[len(streaming)] = self.batch_sizes.get(len(streaming), 0) + 1
-        for session, samples, future, loop in heard:
-            text = next(texts) if session.stream is not None and len(samples) else ""
-            try:
-                result = session.heard(samples, text)
-            except Exception as e:  # noqa: BLE001
-                loop.call_soon_threadsafe(_settle, future, None, e)
-            else:
-                loop.call_soon_threadsafe(_settle, future, result, None)
+            while items and not (feed.closed or feed.failed):
+                item = items.popleft()
+                if isinstance(item, _End):
+                    captions, segments = session.end_step()
+                    finals, duration_s = session.utterance
+                    feed.deliver(("end", captions, segments, finals, duration_s, item.payload))
+                    continue
+                samples = session.hear(item)
+                if session.needs_model(samples):
+                    at_chunk.append((feed, samples))
+                    return
+                text = self._online.accept(session.stream, samples, False) if session.stream is not None else ""
+                feed.deliver(("audio", *session.heard(samples, text)))
+        except Exception as e:  # noqa: BLE001 - a bad frame (or a failure) ends its own stream only
+            self._fail(feed, items, e)
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` on the live thread (the streaming model and the VAD are not re-entrant)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+    def _fail(self, feed: LiveFeed, items: deque, error: Exception) -> None:
+        items.clear()
+        feed.failed = True  # what it sends from now on is dropped: its handler closes it
+        feed.deliver(("error", error))
+
+    def _chunks(self, at_chunk: list[tuple[LiveFeed, np.ndarray]]) -> None:
+        try:
+            texts = self._online.accept_many([(feed.session.stream, samples, False) for feed, samples in at_chunk])
+        except Exception as e:  # noqa: BLE001 - the model failed: every stream in the pass gets the error
+            for feed, _ in at_chunk:
+                self._fail(feed, deque(), e)
+            return
+        self.batch_sizes[len(at_chunk)] = self.batch_sizes.get(len(at_chunk), 0) + 1
+        for (feed, samples), text in zip(at_chunk, texts, strict=True):
+            try:
+                feed.deliver(("audio", *feed.session.heard(samples, text)))
+            except Exception as e:  # noqa: BLE001
+                self._fail(feed, deque(), e)
 
     async def final(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` on the final thread: a second pass (``LiveSession.final``) or a session's saving."""
@@ -184,15 +290,6 @@ class LiveHub:
     def stop(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._finals.shutdown(wait=False, cancel_futures=True)
-
-
-def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
-    if future.cancelled():  # the client went while its frame was in a batch
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
 
 
 def parse_options(message: dict[str, Any], settings: Settings) -> LiveOptions:
@@ -329,8 +426,9 @@ def add_live_routes(app: Any, engine: Any, settings: Settings, user_of: Callable
     live, hub = settings.live, engine.live
     spool = settings.storage.cache_path() / "live"
 
-    def recording(options: LiveOptions) -> _Recording:
-        return _Recording(spool, options.sample_rate, settings.audio.max_duration_s)
+    def recording(options: LiveOptions, kept: list[_Recording]) -> _Recording:
+        kept.append(_Recording(spool, options.sample_rate, settings.audio.max_duration_s))
+        return kept[-1]
 
     async def send_error(websocket: WebSocket, error: AsrError, options: LiveOptions | None, code: int) -> None:
         body = {"mode": options.mode if options else "", "wav_name": options.wav_name if options else "",
@@ -341,42 +439,95 @@ def add_live_routes(app: Any, engine: Any, settings: Settings, user_of: Callable
         except (RuntimeError, WebSocketDisconnect):
             pass  # the client has gone already
 
-    async def receive(websocket: WebSocket) -> dict[str, Any]:
+    async def receive(websocket: WebSocket, feed: LiveFeed | None) -> dict[str, Any]:
+        """The client's next message; _Idle after ``live.idle_timeout_s`` without one, unless the client is
+        waiting for the service (its audio, or its finals, still on their way)."""
+        while True:
+            try:
+                return await asyncio.wait_for(websocket.receive(), live.idle_timeout_s)
+            except asyncio.TimeoutError:
+                if feed is None or feed.idle:
+                    raise _Idle() from None
+
+    async def send_results(websocket: WebSocket, feed: LiveFeed, options: LiveOptions, user: str | None) -> None:
+        """What the hub made of the stream, to the client, in order; a segment's final is awaited in its place.
+        A client that has gone gets nothing more, but its finals are still made and its utterances saved."""
+        session = feed.session
+        gone = False
+
+        async def send(body: dict[str, Any]) -> None:
+            nonlocal gone
+            if not gone:
+                try:
+                    await websocket.send_text(json.dumps(body, ensure_ascii=False))
+                except (WebSocketDisconnect, RuntimeError):  # RuntimeError: Starlette's "send after close"
+                    gone = True
+
         try:
-            return await asyncio.wait_for(websocket.receive(), live.idle_timeout_s)
-        except asyncio.TimeoutError:
-            raise _Idle() from None
+            while True:
+                item = await feed.next()
+                if item[0] == "error":
+                    raise item[1]
+                captions = list(item[1])
+                for segment in item[2]:
+                    captions.append(await hub.final(session.final, segment))
+                if item[0] == "audio":
+                    for caption in captions:
+                        await send(caption_message(caption, options, False))
+                    feed.answer()
+                    continue
+                _, _, _, finals, duration_s, done = item
+                # saved before the last message: a client that reads History then finds it
+                await hub.final(save_utterance, engine, settings, finals, duration_s, options.wav_name, user, done)
+                for i, caption in enumerate(captions):
+                    await send(caption_message(caption, options, i == len(captions) - 1))
+                if not captions:
+                    await send({"mode": caption_mode(options), "wav_name": options.wav_name, "text": "",
+                                "is_final": True})
+                feed.answer()
+        except AsrError as e:
+            await send_error(websocket, e, options, _close_code(e))
+        except Exception:
+            logger.exception("live stream failed")
+            await send_error(websocket, AsrError("internal error; the details are in the service log"), options,
+                             1011)
 
     async def stream(websocket: WebSocket) -> None:
         offered = websocket.scope.get("subprotocols") or []
         await websocket.accept(subprotocol="binary" if "binary" in offered else None)
         options: LiveOptions | None = None
-        session: LiveSession | None = None
+        feed: LiveFeed | None = None
+        sender: asyncio.Task | None = None
         recorded: _Recording | None = None
+        recordings: list[_Recording] = []  # every one this connection made: none may outlive it
         user: str | None = None
+        gone = False
+
+        async def stop_sending() -> None:
+            if sender is not None and not sender.done():
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+
         try:
             user = user_of(websocket)
             if settings.server.auth and user is None:
                 raise LoginRequiredError("log in first: the UI's login, or ws://user:password@host (HTTP Basic)")
             while True:
-                message = await receive(websocket)
-                if message["type"] == "websocket.disconnect":
+                message = await receive(websocket, feed)
+                if message["type"] == "websocket.disconnect" or (sender is not None and sender.done()):
+                    gone = True  # or closed by the sender, after an error it has sent
                     return
                 if message.get("bytes") is not None:
                     frame = message["bytes"]
-                    if session is None:
+                    if feed is None:
                         raise RequestError("send the JSON configuration message first (mode, chunk_size, "
                                            "audio_fs ...), then the audio")
                     if len(frame) > live.max_frame_kb * 1024:
                         raise RequestTooLargeError(f"an audio frame of {len(frame) >> 10} KB is larger than the "
                                                    f"{live.max_frame_kb} KB allowed (live.max_frame_kb)")
                     recorded.write(frame)
-                    captions, segments = await hub.audio(session, frame)
-                    for segment in segments:
-                        captions.append(await hub.final(session.final, segment))
-                    for caption in captions:
-                        await websocket.send_text(json.dumps(caption_message(caption, options, False),
-                                                             ensure_ascii=False))
+                    if feed.audio(frame):  # the service is behind this stream: read no more until it catches up
+                        await feed.room()
                     continue
                 try:
                     body = json.loads(message.get("text") or "")
@@ -384,50 +535,56 @@ def add_live_routes(app: Any, engine: Any, settings: Settings, user_of: Callable
                     raise RequestError("a text message must be JSON, such as {\"is_speaking\": false}") from None
                 if not isinstance(body, dict):
                     raise RequestError("a text message must be a JSON object")
-                if session is None:
+                if feed is None:
                     options = parse_options(body, settings)
-                    session = hub.open(options)
-                    recorded = recording(options)
+                    feed = hub.open(options)
+                    recorded = recording(options, recordings)
+                    sender = asyncio.create_task(send_results(websocket, feed, options, user))
                 if body.get("is_speaking") is False:
-                    captions, segments = await hub.run(session.end_step)
-                    for segment in segments:
-                        captions.append(await hub.final(session.final, segment))
-                    finals, duration_s = session.utterance
-                    done, recorded = recorded, recording(options)
-                    await hub.final(save_utterance, engine, settings, finals, duration_s, options.wav_name, user,
-                                    done)  # before the last message: a client that reads History then finds it
-                    for i, caption in enumerate(captions):
-                        await websocket.send_text(json.dumps(
-                            caption_message(caption, options, i == len(captions) - 1), ensure_ascii=False))
-                    if not captions:
-                        await websocket.send_text(json.dumps(
-                            {"mode": caption_mode(options), "wav_name": options.wav_name, "text": "",
-                             "is_final": True}, ensure_ascii=False))
+                    done, recorded = recorded, recording(options, recordings)
+                    feed.end(done)
         except _Idle:
+            await stop_sending()
             await send_error(websocket, IdleTimeoutError(f"nothing was received for {live.idle_timeout_s:g} s "
                                                    "(live.idle_timeout_s); the stream is closed"), options, CLOSE_AWAY)
         except WebSocketDisconnect:
             pass
         except AsrError as e:
-            close = {"busy": CLOSE_BUSY, "not_ready": CLOSE_BUSY, "request_too_large": CLOSE_TOO_BIG}
-            await send_error(websocket, e, options, close.get(e.code, CLOSE_POLICY))
+            await stop_sending()
+            await send_error(websocket, e, options, _close_code(e))
         except Exception:
             logger.exception("live stream failed")
+            await stop_sending()
             await send_error(websocket, AsrError("internal error; the details are in the service log"), options,
                              1011)
         finally:
-            if session is not None:
-                hub.close(session)
+            if gone and feed is not None and sender is not None and not sender.done():
+                try:  # what the client sent before it went is still answered: its finals made, its utterance saved
+                    await asyncio.wait_for(feed.settled(), max(60.0, live.idle_timeout_s))
+                except asyncio.TimeoutError:
+                    logger.warning("live stream %s: gone, and its last results took too long", options.wav_name)
+            await stop_sending()
+            if feed is not None:
+                hub.close(feed)
             if recorded is not None:  # gone mid-utterance: what was final so far is kept
-                finals, duration_s = session.finals, session.position_s
+                session = feed.session
                 try:
-                    await hub.final(save_utterance, engine, settings, finals, duration_s, options.wav_name, user,
-                                    recorded)
+                    await hub.final(save_utterance, engine, settings, session.finals, session.position_s,
+                                    options.wav_name, user, recorded)
                 except RuntimeError:  # the service is stopping: its executor is shut
-                    recorded.discard()
+                    pass
+            # the ends the client sent but the stream did not get to (it was gone first): their saving never
+            # came, and the saves that did have run (the final thread takes them in turn)
+            for kept in recordings:
+                kept.discard()
 
     for path in paths:
         app.router.add_websocket_route(path, stream)  # plain Starlette: no dependency injection to resolve
+
+
+def _close_code(error: AsrError) -> int:
+    return {"busy": CLOSE_BUSY, "not_ready": CLOSE_BUSY, "request_too_large": CLOSE_TOO_BIG}.get(error.code,
+                                                                                               CLOSE_POLICY)
 
 
 def caption_mode(options: LiveOptions) -> str:
