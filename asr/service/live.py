@@ -119,7 +119,7 @@ class LiveFeed:
 
     def taken(self) -> None:
         """From the live thread: what was waiting has been taken."""
-        self._loop.call_soon_threadsafe(self._room.set)
+        self._call(self._room.set)
 
     def end(self, payload: Any = None) -> None:
         """``{"is_speaking": false}``, after the frames before it; ``payload`` comes back with its results."""
@@ -130,7 +130,19 @@ class LiveFeed:
 
     def deliver(self, item: tuple) -> None:
         """From the live thread."""
-        self._loop.call_soon_threadsafe(self._results.put_nowait, item)
+        self._call(self._results.put_nowait, item)
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # its event loop is gone (the service stopping): nobody is waiting
+            pass
+
+
+def _torch_threads(count: int) -> None:
+    import torch
+
+    torch.set_num_threads(count)
 
 
 @dataclass(frozen=True)
@@ -156,7 +168,8 @@ class LiveHub:
         self.settings = settings
         self._factory = pipeline_factory
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-live")
-        self._finals = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-live-final")
+        self._finals = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-live-final",
+                                          initializer=_torch_threads, initargs=(settings.live.final_threads,))
         self._lock = threading.Lock()
         self._streams = 0
         self._ready: list[LiveFeed] = []  # feeds with something waiting
@@ -168,16 +181,27 @@ class LiveHub:
         self.batch_sizes: dict[int, int] = {}
 
     def start(self) -> None:
-        """Load the live models (on the live thread, which then owns them) and warm them up."""
+        """Load the live models (on the live thread, which then owns them) and warm them up, each on the thread
+        that will run it."""
         self._executor.submit(self._load).result()
+        self._finals.submit(self._pipeline.warm_up).result()
         self.ready.set()
 
     def _load(self) -> None:
         from asr.core.pipeline import build_pipeline
 
         pipeline = (self._factory or build_pipeline)(self.settings)
+        # torch's thread count is per thread (OpenMP's): this one's, after the loading set the process's
+        _torch_threads(self.settings.live.threads or self.settings.runtime.threads or len(os.sched_getaffinity(0)))
         self._online = online_recognizer(pipeline.models)
         self._pipeline = pipeline
+        # the first stream's first chunk would otherwise pay torch's one-time costs (2 s here)
+        warm = open_session(pipeline, self._online, LiveOptions(mode="2pass"))
+        noise = (np.random.default_rng(0).standard_normal(16000 * 2) * 1000).astype("<i2").tobytes()
+        for i in range(0, len(noise), 1920):
+            samples = warm.hear(noise[i:i + 1920])
+            warm.heard(samples, self._online.accept(warm.stream, samples, False))
+        warm.end_step()
 
     @property
     def streams(self) -> int:
