@@ -239,7 +239,7 @@ def test_the_hub_batches_concurrent_streams_and_each_gets_what_it_would_alone(se
         assert asyncio.run(together()) == alone
     finally:
         hub.stop()
-    assert max(hub.batch_sizes) == 3, f"the streams never shared a pass: {hub.batch_sizes}"
+    assert max(hub.passes()) == 3, f"the streams never shared a pass: {hub.passes()}"
     assert hub.streams == 0
 
 

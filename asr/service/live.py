@@ -177,8 +177,7 @@ class LiveHub:
         self.ready = threading.Event()
         self._pipeline: Any = None
         self._online: Any = None
-        #: passes of the streaming model by how many streams each carried: {streams: passes} (/metrics)
-        self.batch_sizes: dict[int, int] = {}
+        self._passes: dict[int, int] = {}  # passes of the streaming model by how many streams each carried
 
     def start(self) -> None:
         """Load the live models (on the live thread, which then owns them) and warm them up, each on the thread
@@ -199,13 +198,17 @@ class LiveHub:
         warm = open_session(pipeline, self._online, LiveOptions(mode="2pass"))
         noise = (np.random.default_rng(0).standard_normal(16000 * 2) * 1000).astype("<i2").tobytes()
         for i in range(0, len(noise), 1920):
-            samples = warm.hear(noise[i:i + 1920])
-            warm.heard(samples, self._online.accept(warm.stream, samples, False))
-        warm.end_step()
+            warm.audio(noise[i:i + 1920])
+        warm.end_step()  # not end(): the second pass is warmed on its own thread
 
     @property
     def streams(self) -> int:
         return self._streams
+
+    def passes(self) -> dict[int, int]:
+        """Passes of the streaming model so far, by how many streams each carried: {streams: passes}."""
+        with self._lock:  # the live thread adds to it; a scrape reads it
+            return dict(self._passes)
 
     def open(self, options: LiveOptions) -> LiveFeed:
         """A new stream (on the event loop that will read its results); EngineBusyError over
@@ -300,7 +303,8 @@ class LiveHub:
             for feed, _ in at_chunk:
                 self._fail(feed, deque(), e)
             return
-        self.batch_sizes[len(at_chunk)] = self.batch_sizes.get(len(at_chunk), 0) + 1
+        with self._lock:
+            self._passes[len(at_chunk)] = self._passes.get(len(at_chunk), 0) + 1
         for (feed, samples), text in zip(at_chunk, texts, strict=True):
             try:
                 feed.deliver(("audio", *feed.session.heard(samples, text)))

@@ -67,7 +67,7 @@ class _EngineState(Collector):
             yield GaugeMetricFamily("asr_live_streams", "Live caption streams open now", value=live.streams)
             passes = CounterMetricFamily("asr_live_passes", "Passes of the streaming model, by how many streams "
                                          "each carried (the batching live streams get)", labels=["streams"])
-            for streams, count in sorted(live.batch_sizes.items()):
+            for streams, count in sorted(live.passes().items()):
                 passes.add_metric([str(streams)], count)
             yield passes
 
