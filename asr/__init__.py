@@ -5,7 +5,16 @@ The public names load lazily, so ``import asr`` stays cheap (no torch, no FunASR
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
+
+# Torch's CPU threads are GNU OpenMP's, which spin 300 000 times at every barrier before they sleep.
+# On a CPU that other processes keep busy, the spinning thread holds the core that the thread it
+# waits for needs: a 60 s transcription took 20x its quiet time with two busy processes on two
+# cores. 1 000 spins keep the quiet speed and bring that down to about 2x (docs/BENCHMARKS.md,
+# "On a busy CPU"). libgomp reads this once, when torch loads it, so it is set here, before
+# anything in the package imports torch; child processes inherit it. A value already set wins.
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 __version__ = "0.1.0"
 
