@@ -59,6 +59,14 @@ def test_int8_converts_what_it_should_and_caches_it(settings, tmp_path, speech_w
     caplog.set_level(logging.INFO, logger="asr.models.precision")
     second = load_models(s)
     assert "loaded the cached int8 checkpoint" in caplog.text
+    # The cached load packs the layers side by side: every weight must come back exactly.
+    for model in ("asr", "punc"):
+        saved, loaded = getattr(first, model).module.state_dict(), getattr(second, model).module.state_dict()
+        assert list(saved) == list(loaded)
+        for key, value in saved.items():
+            pairs = zip(value, loaded[key]) if isinstance(value, tuple) else [(value, loaded[key])]
+            for x, y in pairs:
+                assert (x is None and y is None) or (torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y), key
     a = Pipeline(first, s).transcribe(speech_with_pauses)
     b = Pipeline(second, s).transcribe(speech_with_pauses)
     assert a.text and a.text == b.text and a.segments == b.segments

@@ -57,6 +57,28 @@ def _install_bare_package() -> None:
     with open(spec.submodule_search_locations[0] + "/version.txt", encoding="utf-8") as f:
         package.__version__ = f.read().strip()
     sys.modules["funasr"] = package
+    _skip_source_lookups()
+
+
+class _InspectWithoutSource(types.ModuleType):
+    """``inspect`` as FunASR's registry sees it, minus the source lookup.
+
+    Registering a class records its file and first line, which only FunASR's table printout
+    shows; finding the line parses the class's whole source file with ``ast`` (~1.2 s of start-up
+    for the modules a pinned model imports). The line is reported as 0 instead."""
+
+    def __init__(self) -> None:
+        import inspect
+
+        super().__init__("inspect")
+        self.__dict__.update(vars(inspect))
+        self.getsourcelines = lambda target: ([], 0)
+
+
+def _skip_source_lookups() -> None:
+    register = importlib.import_module("funasr.register")
+    if not isinstance(register.inspect, _InspectWithoutSource):
+        register.inspect = _InspectWithoutSource()
 
 
 def _quiet_import(module: str) -> types.ModuleType:
