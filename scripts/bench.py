@@ -3,7 +3,7 @@
 on the same models and the same long Mandarin audio, each configuration in its own process.
 
     .venv/bin/python scripts/bench.py                 # full-size models, 10 and 60 min audio, 3 rounds (~45 min)
-    .venv/bin/python scripts/bench.py --smoke         # tiny models, 20 s audio, 1 round (what CI runs)
+    .venv/bin/python scripts/bench.py --smoke         # tiny models, 20 s audio, 1 round (what CI runs), nothing written
 
 It builds (or reuses) the full-size random-weight test models and espeak-ng Mandarin audio,
 runs every configuration once per round, alternating them, and reports medians: load seconds
@@ -14,6 +14,8 @@ weight values; random weights do make token agreement of the reduced modes pessi
 funasr-onnx: the models are exported with FunASR's own exporter (`pip install -e '.[bench]'` adds onnx,
 onnxruntime, onnxscript) and run by funasr-onnx in a virtualenv of its own under .cache/bench, because
 it needs numpy <= 1.26. When that is impossible the report says why.
+
+A full run replaces its own block of docs/BENCHMARKS.md (``<!-- bench:offline -->``), nothing else.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,11 +30,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_report import DOC, invocation, machine, publish, stamp  # noqa: F401 (bench.machine predates bench_report)
+
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache" / "bench"
 
 MODES = ("funasr", "fp32", "bf16", "int8", "onnx-int8")
-STARTUP_SECTION = "## Start-up and the first request"
 
 
 # ---- inputs ----------------------------------------------------------------------------------
@@ -236,14 +238,6 @@ def disk_size(mode: str, dirs: dict[str, Path], onnx: dict[str, Path] | str, mod
     return sum(f.stat().st_size for f in files if f.exists()) / 1e6
 
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    import torch
-
-    return (f"{cpu}, {os.cpu_count()} CPUs, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, "
-            f"Python {platform.python_version()}, torch {torch.__version__}, no GPU")
-
-
 def main(argv: list[str] | None = None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--run":
         sys.path.insert(0, str(REPO))
@@ -255,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="rounds (each configuration once per round)")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {','.join(MODES)}")
     parser.add_argument("--long-modes", default="funasr,int8", help="modes also run on the longer files")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "BENCHMARKS.md")
+    parser.add_argument("--out", type=Path, default=DOC, help="the doc whose offline block a full run replaces")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(REPO / "scripts"))
@@ -289,25 +283,16 @@ def main(argv: list[str] | None = None) -> int:
                 results.setdefault((audio.name, mode), []).append(result)
                 print(f"{audio.name} round {round_ + 1} {mode}: load {result['load_s']:.2f} s, "
                       f"run {result['run_s']:.2f} s, peak RSS {result['peak_rss'] / 1e9:.2f} GB", file=sys.stderr)
-    report = render(results, audios, modes, dirs, onnx, args, models_root)
-    print(report)
-    if not args.smoke:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        # scripts/bench_startup.py writes its own section after these tables: keep it.
-        kept = args.out.read_text(encoding="utf-8").partition(STARTUP_SECTION)[1:] if args.out.exists() else ("", "")
-        args.out.write_text(report + ("\n" + "".join(kept) if kept[0] else ""), encoding="utf-8")
+    report = render(results, audios, modes, dirs, onnx, args, models_root, stamp(invocation(argv)))
+    publish({"offline": report}, args.out, write=not args.smoke)
     return 0
 
 
-def render(results, audios, modes, dirs, onnx, args, models_root: Path) -> str:
+def render(results, audios, modes, dirs, onnx, args, models_root: Path, stamped: str) -> str:
     import soundfile as sf
 
     lines = [
-        "# Benchmarks", "",
-        f"Machine: {machine()}.", "",
-        f"Command: `.venv/bin/python scripts/bench.py {'--smoke ' if args.smoke else ''}"
-        f"--minutes {' '.join(f'{m:g}' for m in args.minutes)} --repeat {args.repeat} "
-        f"--modes {','.join(modes)} --long-modes {args.long_modes}`", "",
+        stamped, "",
         "Every configuration runs in a fresh process, alternating with the others, "
         f"{args.repeat} time(s); the table shows medians. "
         f"{'Tiny' if args.smoke else 'Full-size'} FunASR architectures with random weights "

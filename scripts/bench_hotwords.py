@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """What hotwords cost: RTF and peak RSS of SeACo-Paraformer with and without hotwords, through the
-service's pipeline, printed as a markdown table.
+service's pipeline, printed as markdown tables (one per precision) and, after a full run, written into
+docs/BENCHMARKS.md.
 
     .venv/bin/python scripts/bench_hotwords.py                       # full-size SeACo, 5 min audio, 3 rounds
-    .venv/bin/python scripts/bench_hotwords.py --smoke               # tiny models, 20 s, 1 round: a quick check
+    .venv/bin/python scripts/bench_hotwords.py --smoke               # tiny models, 20 s, 1 round: nothing written
     .venv/bin/python scripts/bench_hotwords.py --precisions fp32,int8,bf16 --hotwords 0,50,200 --minutes 10
 
 Each configuration (precision x hotword count) runs in a fresh process (so peak RSS is its own),
@@ -14,9 +15,11 @@ weight values) and the audio is espeak-ng Mandarin, as in scripts/bench.py. The 
 
 Columns: **load** = process start to the pipeline loaded and warmed; **run** = the whole file
 through the pipeline (VAD, ASR, punctuation); **RTF** = run / audio seconds; **vs none** = run time
-over the same precision's without hotwords; **embed ms** = the bias encoder on the hotword list
+over the same precision's without hotwords; **bias embedding ms** = the bias encoder on the hotword list
 (cold), which the recogniser caches per list, so a request pays it once; **peak RSS**.
-Run it on a quiet machine: the numbers are wall-clock seconds.
+Run it on a quiet machine: the numbers are wall-clock seconds. Each precision measured replaces its own
+block of the doc (``<!-- bench:hotwords-PRECISION -->``) and nothing else, so an int8 run and an fp32 run
+keep each other's table.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import resource
 import statistics
@@ -33,6 +35,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_report import DOC, invocation, publish, stamp
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache" / "bench-hotwords"
@@ -110,32 +114,23 @@ def measure(precision: str, count: int, audio: Path, models_root: Path) -> dict:
 # ---- report ---------------------------------------------------------------------------------------
 
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    import torch
-
-    return (f"{cpu}, {os.cpu_count()} CPUs, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, "
-            f"Python {platform.python_version()}, torch {torch.__version__}")
-
-
-def render(results: dict[tuple[str, int], list[dict]], duration: float, args, size: str) -> str:
-    lines = [
-        f"## Hotwords: SeACo-Paraformer ({size}), {duration / 60:g} minutes of audio", "",
-        f"Machine: {machine()}.", "",
-        f"Command: `.venv/bin/python scripts/bench_hotwords.py {'--smoke ' if args.smoke else ''}"
-        f"--minutes {args.minutes:g} --repeat {args.repeat} --precisions {args.precisions} --hotwords {args.hotwords}`", "",
-        f"Medians of {args.repeat} round(s), each configuration in a fresh process.", "",
-        "| precision | hotwords | load s | run s | RTF | vs none | embed ms | peak RSS GB |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+def render(results: dict[tuple[str, int], list[dict]], duration: float, stamped: str) -> dict[str, str]:
+    """A block per precision, each starting with ``stamped``: "vs none" compares within a precision."""
+    sections: dict[str, list[str]] = {}
     for (precision, count), rows in results.items():
+        lines = sections.setdefault(f"hotwords-{precision}", [
+            stamped, "",
+            ("| precision | hotwords | load s | run s | RTF | vs none | bias embedding ms (once per list) "
+             "| peak RSS GB |"),
+            "|---|---|---|---|---|---|---|---|",
+        ])
         med = {k: statistics.median(r[k] for r in rows) for k in ("load_s", "run_s", "embed_s", "peak_rss")}
         base = results.get((precision, 0))
         ratio = f"{med['run_s'] / statistics.median(r['run_s'] for r in base):.2f}x" if base else "—"
         embed = f"{med['embed_s'] * 1000:.1f}" if count else "—"
         lines.append(f"| {precision} | {count} | {med['load_s']:.2f} | {med['run_s']:.2f} | {med['run_s'] / duration:.4f} "
                      f"| {ratio} | {embed} | {med['peak_rss'] / 1e9:.2f} |")
-    return "\n".join(lines) + "\n"
+    return {key: "\n".join(lines) for key, lines in sections.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,11 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         run_one(*sys.argv[2:7])
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny models, 20 s of audio, one round")
+    parser.add_argument("--smoke", action="store_true", help="tiny models, 20 s of audio, one round, nothing written")
     parser.add_argument("--minutes", type=float, default=5.0, help="audio length")
     parser.add_argument("--repeat", type=int, default=3, help="rounds (each configuration once per round)")
     parser.add_argument("--precisions", default="fp32,int8", help="comma-separated: fp32, int8, bf16")
     parser.add_argument("--hotwords", default="0,20,200", help="comma-separated hotword counts (0: none)")
+    parser.add_argument("--out", type=Path, default=DOC, help="the doc whose hotwords-* blocks a full run replaces")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(REPO / "scripts"))
@@ -179,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {round_ + 1} {precision} {count} hotwords: load {result['load_s']:.2f} s, run "
                       f"{result['run_s']:.2f} s, {result['batches']} batches, peak RSS {result['peak_rss'] / 1e9:.2f} GB",
                       file=sys.stderr)
-    print(render(results, sf.info(str(audio)).duration, args, "tiny" if args.smoke else "full size"))
+    sections = render(results, sf.info(str(audio)).duration, stamp(invocation(argv)))
+    publish(sections, args.out, write=not args.smoke)
     return 0
 
 

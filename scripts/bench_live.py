@@ -2,7 +2,7 @@
 """Live captions: what a stream costs and how late its captions come, printed as markdown.
 
     .venv/bin/python scripts/bench_live.py                      # full-size models, 1-8 streams of 60 s
-    .venv/bin/python scripts/bench_live.py --smoke              # tiny models, 1-2 streams of 15 s: a quick check
+    .venv/bin/python scripts/bench_live.py --smoke              # tiny models, 15 s streams: nothing written
     .venv/bin/python scripts/bench_live.py --streams 1,4,6,8 --seconds 90
 
 Two parts, on the full-size random-weight models (scripts/make_test_models.py --full; speed does not depend
@@ -25,7 +25,8 @@ client receiving its final, which includes the VAD's wait for enough silence; **
 frame in which the VAD found the end. **server CPU**: the service process's CPU time over the run, as a
 share of the 2 cores, and per second of one stream's audio. **batch**: the mean number of streams per pass
 of the streaming model. A stream keeps up when its partials do not fall behind: the p95 under one chunk.
-Run it on a quiet machine: the numbers are wall-clock seconds.
+Run it on a quiet machine: the numbers are wall-clock seconds. A full run replaces its own block of
+docs/BENCHMARKS.md (``<!-- bench:live -->``), nothing else; ``--out`` sends a trial run elsewhere.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_report import DOC, invocation, publish, stamp
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -257,26 +258,21 @@ def quantiles(values: list[float]) -> str:
     return f"{statistics.median(ms):.0f} / {p95:.0f} / {ms[-1]:.0f}"
 
 
-def machine() -> str:
-    import torch
-
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    return (f"{cpu}, {os.cpu_count()} CPUs, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB "
-            f"RAM, Python {platform.python_version()}, torch {torch.__version__}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny models, short audio: checks the script runs")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny models, 15 s of audio: checks the script runs, nothing written")
     parser.add_argument("--streams", default=None, help="concurrent streams to try, e.g. 1,2,4,8")
     parser.add_argument("--seconds", type=float, default=None, help="audio per stream")
     parser.add_argument("--batches", default="1,2,4,8", help="batch sizes for the model-alone part")
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="environment for the service, e.g. ASR_RUNTIME__THREADS=1 (repeatable)")
     parser.add_argument("--service-only", action="store_true", help="skip the model-alone part")
+    parser.add_argument("--out", type=Path, default=DOC, help="the doc whose live block a full run replaces")
     args = parser.parse_args(argv)
     streams = [int(s) for s in (args.streams or ("1,2" if args.smoke else "1,2,4,6,8")).split(",")]
-    seconds = args.seconds or (15.0 if args.smoke else 60.0)
+    # smoke keeps the streams asked for (the runner checks its own arguments) but always short audio
+    seconds = 15.0 if args.smoke else (args.seconds or 60.0)
     batches = [int(b) for b in args.batches.split(",")]
     models_root = REPO / ".cache" / ("test-models" if args.smoke else "full-models")
     if not (models_root / "models").exists():
@@ -315,15 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         stop_server(server)
         shutil.rmtree(work, ignore_errors=True)
 
-    size = "tiny test models" if args.smoke else "full-size random-weight models"
-    lines = [
-        f"## Live captions: {size}, {seconds:g} s of speech per stream", "",
-        f"Machine: {machine()}.", "",
-        f"Command: `.venv/bin/python scripts/bench_live.py{' --smoke' if args.smoke else ''} --streams "
-        f"{','.join(map(str, streams))} --seconds {seconds:g} --batches {args.batches}"
-        f"{' --service-only' if args.service_only else ''}"
-        f"{''.join(' --server-env ' + e for e in args.server_env)}`", "",
-    ]
+    lines = [stamp(invocation(argv)), ""]
     if env:
         lines += [f"Service environment: `{' '.join(args.server_env)}`", ""]
     if alone is not None:
@@ -350,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {r['streams']} | {quantiles(r['partial'])} | {quantiles(r['final'])} | "
                      f"{quantiles(r['compute'])} | {r['cpu_share']:.0%} | {r['cpu_per_audio_s']:.3f} | {batch} | "
                      f"{'yes' if r['same'] else 'no'} |")
-    print("\n".join(lines) + "\n")
+    publish({"live": "\n".join(lines)}, args.out, write=not args.smoke)
     return 0
 
 

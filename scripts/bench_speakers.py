@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Speaker labels: what they cost. Prints a markdown table.
+"""Speaker labels: what they cost. Prints markdown tables; a full run also writes them into docs/BENCHMARKS.md.
 
     .venv/bin/python scripts/bench_speakers.py                    # everything, test models (~10 min)
+    .venv/bin/python scripts/bench_speakers.py --smoke            # test models, 15 s, 600 windows: nothing written
     .venv/bin/python scripts/bench_speakers.py --skip-funasr      # without FunASR's UMAP + HDBSCAN (slow)
     .venv/bin/python scripts/bench_speakers.py --models .cache/full-models --minutes 10   # RTF on full ASR
 
@@ -16,14 +17,15 @@
    the ASR stage (the target is at most 15 % on a CPU).
 
 Timings on a shared machine are noisy: the CPU seconds are the steadier column.
+
+Each part run replaces its own block of the doc and nothing else: ``speakers-embeddings``,
+``speakers-clustering`` and ``speakers-pipeline-PRECISION`` (so an fp32 and an int8 run keep both tables).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -31,9 +33,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_report import DOC, invocation, publish, stamp
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+#: one 1.5 s window every 0.75 s of speech (asr.core.speaker_clustering)
+WINDOW_STEP_S = 0.75
 
 #: espeak-ng voices for two speakers: a high female and a low male variant of the Mandarin voice.
 VOICES = (("cmn+f3", 70), ("cmn+m3", 30))
@@ -171,8 +176,8 @@ def bench_embeddings(models, audio: np.ndarray) -> list[dict]:
                 models.spk.module(feats.to(models.device))
                 count += 1
     wall, cpu = time.perf_counter() - t, time.process_time() - c
-    rows.append({"way": "FunASR's: one window per call", "windows": count, "s_per_min": wall / minutes,
-                 "cpu_per_min": cpu / minutes, "ms_per_window": 1000 * wall / count})
+    rows.append({"way": "FunASR's: one window per call (as `AutoModel` runs it on a CPU)", "windows": count,
+                 "s_per_min": wall / minutes, "cpu_per_min": cpu / minutes, "ms_per_window": 1000 * wall / count})
     return rows
 
 
@@ -281,38 +286,71 @@ def bench_pipeline(settings, models, audio: np.ndarray) -> list[dict]:
 # ---- report -----------------------------------------------------------------------------------------------
 
 
-def render(embeddings: list[dict], clusters: list[dict], pipeline: list[dict], minutes: float) -> str:
-    lines = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-             f"torch threads {__import__('torch').get_num_threads()}", ""]
+def render(embeddings: list[dict], clusters: list[dict], pipeline: list[dict], precision: str,
+           stamped: str) -> dict[str, str]:
+    """The doc's blocks for the parts that ran, each starting with ``stamped``."""
+    tables = {}
     if embeddings:
-        lines += [f"### CAM++ embeddings ({minutes:g} min of two-voice espeak-ng speech)", "",
-                  "| way | windows | wall s per audio min | CPU s per audio min | ms per window |", "|---|---|---|---|---|"]
-        lines += [f"| {r['way']} | {r['windows']} | {r['s_per_min']:.2f} | {r['cpu_per_min']:.2f} | "
-                  f"{r['ms_per_window']:.1f} |" for r in embeddings]
-        lines.append("")
-    if clusters:
-        lines += ["### Clustering synthetic embeddings (1.5 s windows every 0.75 s: 9600 = 2 h, 72 000 = 15 h of speech)", "",
-                  "| way | windows | speakers | count given | wall s | CPU s | peak RSS MB (+ for clustering) | "
-                  "speakers found | window accuracy |", "|---|---|---|---|---|---|---|---|---|"]
-        for r in clusters:
-            name = "ours" if r["way"] == "ours" else "FunASR ClusterBackend"
-            if "error" in r:
-                lines.append(f"| {name} | {r['windows']} | {r['speakers']} | {r['known']} | {r['error']} | | | | |")
-                continue
-            noise = f" ({r['noise']} noise)" if r["noise"] else ""
-            lines.append(f"| {name} | {r['windows']} | {r['speakers']} | {r['known']} | {r['wall']:.1f} | {r['cpu']:.1f} | "
-                         f"{r['peak_mb']:.0f} (+{r['extra_mb']:.0f}) | {r['found']}{noise} | {r['accuracy']:.3f} |")
-        lines.append("")
+        tables["speakers-embeddings"] = embedding_table(embeddings)
     if pipeline:
-        lines += ["### The pipeline, speakers off and on (same file, alternating)", "",
-                  "| speakers | RTF | total s | ASR s | speaker stage s | speaker stage / ASR | speakers |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in pipeline:
-            stage = r["speakers_s"]
-            share = f"{stage / r['asr']:.1%}" if stage is not None and r["asr"] else "-"
-            lines.append(f"| {'on' if r['speakers'] else 'off'} | {r['rtf']:.4f} | {r['total']:.1f} | {r['asr']:.1f} | "
-                         f"{'-' if stage is None else f'{stage:.1f}'} | {share} | {r['count']} |")
+        tables[f"speakers-pipeline-{precision}"] = pipeline_table(pipeline, precision)
+    if clusters:
+        tables["speakers-clustering"] = cluster_table(clusters)
+    return {key: f"{stamped}\n\n{table}" for key, table in tables.items()}
+
+
+def embedding_table(rows: list[dict]) -> str:
+    lines = ["| way | windows | wall s per audio min | CPU s per audio min | ms per window |", "|---|---|---|---|---|"]
+    lines += [f"| {r['way']} | {r['windows']} | {r['s_per_min']:.2f} | {r['cpu_per_min']:.2f} | "
+              f"{r['ms_per_window']:.1f} |" for r in rows]
     return "\n".join(lines)
+
+
+def pipeline_table(rows: list[dict], precision: str) -> str:
+    """A line each for speakers off and on, their rounds side by side ("a / b"): they ran alternating."""
+    def stage(r: dict) -> str:
+        return "—" if r["speakers_s"] is None else f"{r['speakers_s']:.1f}"
+
+    def share(r: dict) -> str:
+        return f"{r['speakers_s'] / r['asr']:.0%}" if r["speakers_s"] is not None and r["asr"] else "—"
+
+    lines = ["| precision | speakers | RTF | total s | ASR s | speaker stage s | speaker stage / ASR |",
+             "|---|---|---|---|---|---|---|"]
+    for on in (False, True):
+        runs = [r for r in rows if r["speakers"] == on]
+        cells = [" / ".join(f"{r[key]:{spec}}" for r in runs) for key, spec in (("rtf", ".4f"), ("total", ".1f"),
+                                                                                 ("asr", ".1f"))]
+        cells += [" / ".join(stage(r) for r in runs), " / ".join(share(r) for r in runs)] if on else ["—", "—"]
+        lines.append(f"| {precision} | {'on' if on else 'off'} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def cluster_table(rows: list[dict]) -> str:
+    lines = [("| way | windows (speech) | count given | wall s | CPU s | peak RSS MB (+ clustering) | speakers found "
+              "| window accuracy |"), "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        head = f"| {cluster_way(r)} | {windows_and_speech(r['windows'])} | {'yes' if r['known'] else 'no'} |"
+        if "error" in r:
+            lines.append(f"{head} {r['error']} | | | | |")
+            continue
+        noise = f" ({r['noise']} noise)" if r["noise"] else ""
+        lines.append(f"{head} {r['wall']:.1f} | {r['cpu']:.1f} | {r['peak_mb']:.0f} (+{r['extra_mb']:.0f}) | "
+                     f"{r['found']}{noise} | {r['accuracy']:.3f} |")
+    return "\n".join(lines)
+
+
+def cluster_way(row: dict) -> str:
+    """FunASR's ClusterBackend picks its method by size and count (spectral below 2048 windows): named."""
+    if row["way"] == "ours":
+        return "ours"
+    method = "spectral" if row["windows"] < 2048 else "k-means" if row["known"] else "UMAP + HDBSCAN"
+    return f"FunASR `ClusterBackend` ({method})"
+
+
+def windows_and_speech(windows: int) -> str:
+    count = f"{windows:,}".replace(",", " ") if windows >= 10000 else str(windows)
+    hours = windows * WINDOW_STEP_S / 3600
+    return f"{count} ({hours:g} h)" if hours >= 1 else f"{count} ({hours * 60:g} min)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,7 +370,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--funasr-timeout", type=float, default=3600)
     parser.add_argument("--only", choices=("embeddings", "clustering", "pipeline"), nargs="+",
                         default=["embeddings", "clustering", "pipeline"])
+    parser.add_argument("--smoke", action="store_true",
+                        help="test models, 15 s of audio, 600 windows: checks the script runs, nothing written")
+    parser.add_argument("--out", type=Path, default=DOC, help="the doc whose speakers-* blocks a full run replaces")
     args = parser.parse_args(argv)
+    if args.smoke:  # the parts asked for, at a size that runs in a minute or two
+        args.models, args.minutes, args.windows = None, 0.25, [600]
+        args.funasr_timeout = min(args.funasr_timeout, 300)
+        build_test_models()
 
     embeddings, clusters, pipeline = [], [], []
     if {"embeddings", "pipeline"} & set(args.only):
@@ -347,9 +392,17 @@ def main(argv: list[str] | None = None) -> int:
     if "clustering" in args.only:
         ways = ["ours"] + ([] if args.skip_funasr else ["funasr"])
         clusters = bench_clustering(ways, args.windows, args.speakers, args.funasr_timeout)
-    print(render(embeddings, clusters, pipeline, args.minutes))
+    sections = render(embeddings, clusters, pipeline, args.precision, stamp(invocation(argv)))
+    publish(sections, args.out, write=not args.smoke)
     return 0
 
+
+def build_test_models() -> None:
+    """The tiny models config.test-models.yaml points at (CAM++ full size), as the other smoke runs build them."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import make_test_models
+
+    make_test_models.main(["--out", str(REPO / ".cache" / "test-models")])
 
 if __name__ == "__main__":
     sys.exit(main())

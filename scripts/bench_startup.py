@@ -12,8 +12,8 @@ Each round starts, in fresh processes and alternating:
   start pays for anything the warm-up missed.
 
 One unmeasured round runs first, so the page cache is warm and the converted int8/bf16 checkpoints exist
-(start-up targets are for a warm page cache). The results replace the "Start-up" section of
-docs/BENCHMARKS.md, after the tables written by scripts/bench.py.
+(start-up targets are for a warm page cache). A full run replaces its own block of docs/BENCHMARKS.md
+(``<!-- bench:startup -->``), nothing else.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from pathlib import Path
 
 import httpx
 import yaml
-from bench import STARTUP_SECTION, model_dirs
+from bench import model_dirs
+from bench_report import DOC, invocation, publish, stamp
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache" / "bench-startup"
@@ -137,15 +138,15 @@ def make_request_audio(seconds: float) -> Path:
     return path
 
 
-def render(rounds: list[dict], audio_s: float, command: str, smoke: bool) -> str:
+def render(rounds: list[dict], audio_s: float, stamped: str, smoke: bool) -> str:
     def med(key: str) -> float:
         return statistics.median(r[key] for r in rounds)
 
     first = [r["requests"][0] for r in rounds]
     later = [t for r in rounds for t in r["requests"][1:]]
     lines = [
-        STARTUP_SECTION, "",
-        f"Command: `{command}`. {len(rounds)} rounds, each configuration in a fresh process, alternating; medians. "
+        stamped, "",
+        f"{len(rounds)} rounds, each configuration in a fresh process, alternating; medians. "
         f"All three {'tiny test' if smoke else 'full-size'} models, `precision: auto` (int8 on a CPU with VNNI), "
         "warm page cache (one unmeasured round first).", "",
         "| from process start to | seconds |", "|---|---|",
@@ -161,7 +162,6 @@ def render(rounds: list[dict], audio_s: float, command: str, smoke: bool) -> str
         "",
         "The service's start-up is the engine's plus importing Gradio, building the UI and binding the port; "
         "the models load in a thread while the UI is built.",
-        "",
     ]
     return "\n".join(lines)
 
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny models, one round, nothing written")
     parser.add_argument("--repeat", type=int, default=5, help="measured rounds (default 5)")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the request audio (default 30)")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "BENCHMARKS.md")
+    parser.add_argument("--out", type=Path, default=DOC, help="the doc whose startup block a full run replaces")
     args = parser.parse_args(argv)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per readiness poll
     sys.path.insert(0, str(REPO))
@@ -196,13 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"round {round_ + 1}: AutoModel {row['automodel']:.2f} s, engine {row['engine']:.2f} s, "
               f"service ready {row['service']:.2f} s, requests {', '.join(f'{t:.2f}' for t in row['requests'])} s",
               file=sys.stderr)
-    command = ".venv/bin/python scripts/bench_startup.py" + (" --smoke" if args.smoke else f" --repeat {args.repeat}")
-    section = render(rounds, args.seconds, command, args.smoke)
-    print(section)
-    if not args.smoke:
-        text = args.out.read_text(encoding="utf-8") if args.out.exists() else "# Benchmarks\n\n"
-        before = text.split(STARTUP_SECTION)[0].rstrip("\n")
-        args.out.write_text(before + "\n\n" + section, encoding="utf-8")
+    section = render(rounds, args.seconds, stamp(invocation(argv)), args.smoke)
+    publish({"startup": section}, args.out, write=not args.smoke)
     return 0
 
 
