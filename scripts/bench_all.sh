@@ -13,10 +13,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=.venv/bin/python
-NAMES=(offline startup live speakers hotwords contention gpu)
+NAMES=(offline startup live speakers hotwords contention profile gpu)
 # Minutes each takes in full on the 2-core machine, from the scripts' docstrings and the doc's own timings
 # (the first run also builds the full-size models, not counted); a smoke run takes about a minute each.
-declare -A MINUTES=([offline]=45 [startup]=3 [live]=8 [speakers]=18 [hotwords]=4 [contention]=15 [gpu]=8)
+declare -A MINUTES=([offline]=45 [startup]=3 [live]=8 [speakers]=18 [hotwords]=4 [contention]=10 [profile]=3 [gpu]=8)
 
 usage() {
     sed -n '2,11s/^# \{0,1\}//p' "$0"
@@ -82,6 +82,7 @@ run() {
             bench bench_hotwords.py --minutes 10 --repeat 1 --precisions int8 --hotwords 0,50,200
             bench bench_hotwords.py --minutes 10 --repeat 1 --precisions fp32 --hotwords 0,50 ;;
         contention) bench bench_contention.py ;;
+        profile) bench profile_ops.py ;;
         gpu) attempt bash scripts/gpu_check.sh ${SMOKE:+"$SMOKE"} ;;
     esac
 }

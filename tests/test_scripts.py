@@ -73,3 +73,24 @@ def test_loadtest_refuses_non_loopback_targets():
     done = subprocess.run([sys.executable, "scripts/loadtest.py", "burst", "--url", "http://10.0.0.5:6006"],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "only loopback" in done.stderr
+
+
+@pytest.mark.slow
+def test_contention_benchmark_smoke_measures_quiet_and_busy(test_models):
+    """The busy-CPU benchmark on tiny models: a row per precision and spin setting, a number in every cell."""
+    done = subprocess.run([sys.executable, "scripts/bench_contention.py", "--smoke"], cwd=REPO, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith(("| int8", "| fp32"))]
+    assert [(r[0].strip(), "300 000" in r[1]) for r in rows] == [("int8", True), ("int8", False), ("fp32", False)]
+    assert all(float(cell.strip().rstrip("×")) > 0 for r in rows for cell in r[2:]), rows
+
+
+@pytest.mark.slow
+def test_profile_smoke_lists_stages_and_operators(test_models):
+    done = subprocess.run([sys.executable, "scripts/profile_ops.py", "--smoke", "--rows", "5"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    operators = [line for line in done.stdout.splitlines() if line.startswith("| `")]
+    assert len(operators) == 5 and any("linear" in line or "addmm" in line for line in operators), done.stdout
+    assert "| wall s |" in done.stdout
