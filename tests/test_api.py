@@ -25,13 +25,13 @@ def free_port() -> int:
 class Server:
     """The server's create_app, with app.py's UI, served by uvicorn in a thread on a free loopback port."""
 
-    def __init__(self, settings, engine, ui=None, ui_later: bool = False):
+    def __init__(self, settings, engine):
         import uvicorn
 
         from app import build_ui
         from asr.service.server import create_app
 
-        self.app, self.engine = create_app(settings, ui or build_ui, engine, ui_later=ui_later)
+        self.app, self.engine = create_app(settings, build_ui, engine)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
@@ -80,37 +80,6 @@ def test_health_and_readiness(settings, tmp_path, pipeline):
         assert not_ready.status_code == 503 and not_ready.json()["status"] == "starting"
         engine.start()
         assert httpx.get(f"{srv.url}/readyz").status_code == 200
-
-
-def test_the_api_is_ready_before_the_web_ui_which_follows_it(settings, tmp_path, pipeline):
-    """``asr serve`` builds the UI after the engine is ready (LateUi): the API answers first, the UI's paths
-    get a page that reloads itself, and the UI replaces it once built."""
-    from app import build_ui
-
-    s = make_settings(settings, tmp_path)
-    engine = Engine(s, pipeline_factory=lambda _: pipeline)
-    release = threading.Event()
-
-    def slow_ui(*args):
-        release.wait(60)
-        return build_ui(*args)
-
-    with Server(s, engine, ui=slow_ui, ui_later=True) as srv:
-        engine.start()
-        ready = httpx.get(f"{srv.url}/readyz")
-        assert ready.status_code == 200 and ready.json() == {"status": "ready", "ui": "starting"}
-        page = httpx.get(f"{srv.url}/")
-        assert page.status_code == 503 and "正在启动" in page.text and page.headers["retry-after"] == "2"
-        assert httpx.get(f"{srv.url}/v1/jobs").status_code == 200  # the API does not wait for the UI
-        release.set()
-        deadline = time.time() + 60
-        while httpx.get(f"{srv.url}/readyz").json()["ui"] != "ready":
-            assert time.time() < deadline, "the UI was never mounted"
-            time.sleep(0.1)
-        page = httpx.get(f"{srv.url}/")
-        assert page.status_code == 200 and "gradio" in page.text.lower()
-        config = httpx.get(f"{srv.url}/config")  # Gradio's own routes, and its queue, are live
-        assert config.status_code == 200 and config.json()["components"]
 
 
 def test_openai_transcriptions_in_every_format(server, speech_wav):

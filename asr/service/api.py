@@ -21,7 +21,6 @@ import logging
 import os
 import tempfile
 import urllib.parse
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any
@@ -263,10 +262,8 @@ async def _save_upload(upload: UploadFile, directory: Path, max_bytes: int) -> P
     return Path(name)
 
 
-def create_api(engine: Engine, settings: Settings, throttle: LoginThrottle | None = None,
-               ui_ready: Callable[[], bool] = lambda: True) -> FastAPI:
-    """The FastAPI application with the API routes; the UI is mounted onto it by app.py. ``ui_ready``
-    says whether the UI is mounted yet (``/readyz`` reports it; readiness is the API's)."""
+def create_api(engine: Engine, settings: Settings, throttle: LoginThrottle | None = None) -> FastAPI:
+    """The FastAPI application with the API routes; the UI is mounted onto it by app.py."""
     app = FastAPIOffline(title="Offline ASR", version="1", docs_url="/v1/docs", openapi_url="/v1/openapi.json",
                          redoc_url=None, static_url="/v1/docs/static")
     max_bytes = int(settings.audio.max_file_mb * 1024 * 1024)
@@ -511,7 +508,7 @@ def create_api(engine: Engine, settings: Settings, throttle: LoginThrottle | Non
             engine.store.check()  # stats only: cheap enough for the event loop
         except AsrError as e:
             return JSONResponse({"status": "unavailable", **envelope(e)}, status_code=e.http_status)
-        return JSONResponse({"status": "ready", "ui": "ready" if ui_ready() else "starting"})
+        return JSONResponse({"status": "ready"})
 
     if settings.server.metrics:
         from asr.service.metrics import ServiceMetrics

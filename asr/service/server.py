@@ -11,8 +11,6 @@ The UI comes in through one seam, ``ui``: a factory ``(engine, settings, registr
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import faulthandler
 import importlib.util
 import logging
@@ -114,96 +112,14 @@ def _sweep(directory: Path) -> None:
         raise storage_error(e, f"the cache directory {directory} cannot be used (set storage.cache_dir)", directory) from e
 
 
-STARTING_PAGE = (
-    "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" "
-    "content=\"2\"><title>ASR</title></head><body style=\"font-family: system-ui, sans-serif\">"
-    "<p>网页界面正在启动，马上就好……</p><p>The web UI is starting; this page reloads itself.</p></body></html>"
-)
-
-
-class LateUi:
-    """The web UI, built after the API is up and mounted into the running app.
-
-    Importing Gradio and building the Blocks take longer than loading the models (5 s on two cores),
-    and nothing in the API needs them: ``asr serve`` answers ``/readyz`` (and tells systemd it is ready)
-    once the engine is, and the UI follows a few seconds later. Until then every UI path gets a page
-    that reloads itself. The build runs in a thread once the engine is ready, so that it does not
-    hold up the models; the mount and Gradio's own start-up events run on the server's event loop."""
-
-    def __init__(self, build: Callable[[], Any], engine: Engine):
-        self._build = build
-        self._engine = engine
-        self.mounted = threading.Event()
-        self.placeholder: Any = None
-
-    def install(self, app: Any) -> None:
-        """A placeholder for the UI at ``/``, and the lifespan hook that replaces it."""
-        from contextlib import asynccontextmanager
-
-        from starlette.responses import HTMLResponse
-        from starlette.routing import Mount
-
-        async def starting(scope: dict, receive: Callable, send: Callable) -> None:
-            if scope["type"] == "http":
-                page = HTMLResponse(STARTING_PAGE, status_code=503, headers={"Retry-After": "2"})
-                await page(scope, receive, send)
-            elif scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1013})
-
-        self.placeholder = Mount("/", app=starting)
-        app.router.routes.append(self.placeholder)
-        outer = app.router.lifespan_context
-
-        @asynccontextmanager
-        async def lifespan(application: Any):
-            async with outer(application) as state:
-                task = asyncio.create_task(self._mount_when_built(app))
-                try:
-                    yield state
-                finally:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-
-        app.router.lifespan_context = lifespan
-
-    async def _mount_when_built(self, app: Any) -> None:
-        loop = asyncio.get_running_loop()
-        built: asyncio.Future = loop.create_future()
-
-        def build() -> None:
-            self._engine.ready.wait()
-            try:
-                outcome: tuple[Callable, Any] = (built.set_result, self._build())
-            except BaseException as e:  # noqa: BLE001 - handed to the loop, which logs it and exits
-                outcome = (built.set_exception, e)
-            with contextlib.suppress(RuntimeError):  # the server stopped while the UI was being built
-                loop.call_soon_threadsafe(lambda: built.done() or outcome[0](outcome[1]))
-
-        threading.Thread(target=build, name="ui-build", daemon=True).start()
-        try:
-            gradio_app = await built
-        except Exception:
-            logger.critical("the web UI could not be built", exc_info=True)
-            logging.shutdown()
-            os._exit(3)
-        # One step of the loop: no request sees the routes half changed.
-        app.router.routes.remove(self.placeholder)
-        async with gradio_app.router.lifespan_context(gradio_app):
-            gradio_app.get_blocks().run_startup_events()
-            await gradio_app.get_blocks().run_extra_startup_events()
-            self.mounted.set()
-            logger.info("web UI ready")
-            await asyncio.Event().wait()  # until the server stops and cancels this
-
-
-def create_app(settings: Settings, ui: UiFactory, engine: Engine | None = None, ui_later: bool = False):
-    """The ASGI app (API + UI) and its engine, not yet started. ``ui_later``: the UI is built once
-    the server runs and the engine is ready (``LateUi``), not now."""
+def create_app(settings: Settings, ui: UiFactory, engine: Engine | None = None):
+    """The ASGI app (API + UI) and its engine, not yet started."""
     cache = settings.storage.cache_path()
     os.environ["GRADIO_TEMP_DIR"] = str(cache / "gradio")
     for name in ("gradio", "tmp", "uploads"):
         _sweep(cache / name)
+    import gradio as gr
+
     from asr.service.api import create_api
     from asr.service.guards import (
         EventFileGuard,
@@ -230,62 +146,44 @@ def create_app(settings: Settings, ui: UiFactory, engine: Engine | None = None, 
     engine.result_dirs.append(media_root(settings))  # and its playback audio
     remove_orphans(media_root(settings), engine.has_job)
     registry.start_sweeper(threading.Event())
-    late: LateUi | None = None
-    api = create_api(engine, settings, throttle, ui_ready=lambda: late is None or late.mounted.is_set())
+    api = create_api(engine, settings, throttle)
     max_file = int(settings.audio.max_file_mb * 1024 * 1024)
     gradio_app: list[Any] = []
-    demos: list[Any] = []
-    event_names: set[str] = set()
 
     def ui_user(request: Any) -> str | None:
-        return session_user(gradio_app[0], request) if gradio_app else None
+        return session_user(gradio_app[0], request)
 
     # Before the mount, so that it answers in place of Gradio's own upload route.
     add_ui_upload_route(api, registry, max_file, ui_user, logins_on=bool(server.auth))
     add_playback_route(api, engine, media_root(settings), ui_user, logins_on=bool(server.auth))
     if engine.live is not None:  # before the mount: FunASR's clients connect to the root
         add_live_routes(api, engine, settings, live_user(ui_user, server.auth, throttle))
-
-    def mount_ui() -> Any:
-        """Build the Blocks and mount them on ``api``; returns Gradio's own app."""
-        import gradio as gr
-
-        demo = ui(engine, settings, registry)
-        slots = settings.queue.max_size + settings.queue.workers
-        demo.queue(max_size=slots, default_concurrency_limit=slots, api_open=False)
-        theme = gr.themes.Default(font=["system-ui", "Noto Sans CJK SC", "sans-serif"], font_mono=["monospace"])
-        logins = [tuple(entry.split(":", 1)) for entry in server.auth] or None
-        gr.mount_gradio_app(
-            api, demo, path="/",
-            auth=logins,
-            max_file_size=max_file,
-            allowed_paths=[],
-            blocked_paths=[str(settings.storage.state_path()), str(cache / "jobs"), str(cache / "uploads")],
-            root_path=server.root_path or None,
-            show_error=False,
-            ssr_mode=False,
-            enable_monitoring=False,
-            footer_links=[],
-            run_history=False,
-            pwa=False,
-            mcp_server=False,
-            theme=theme,
-            i18n=gr.I18n(**gradio_translations()),
-        )
-        # Gradio applies its own file checks (blocked paths, "was it uploaded") only once launch() has
-        # run, which a mounted app never does: make them apply too, behind ours (EventFileGuard).
-        demo.has_launched = True
-        event_names.update(fn.api_name for fn in demo.fns.values() if fn.api_name)
-        demos.append(demo)
-        gradio_app.append(next(r.app for r in api.routes if type(getattr(r, "app", None)).__name__ == "App"))
-        return gradio_app[0]
-
-    app = api
-    if ui_later:
-        late = LateUi(mount_ui, engine)
-        late.install(app)
-    else:
-        mount_ui()
+    demo = ui(engine, settings, registry)
+    slots = settings.queue.max_size + settings.queue.workers
+    demo.queue(max_size=slots, default_concurrency_limit=slots, api_open=False)
+    theme = gr.themes.Default(font=["system-ui", "Noto Sans CJK SC", "sans-serif"], font_mono=["monospace"])
+    logins = [tuple(entry.split(":", 1)) for entry in server.auth] or None
+    app = gr.mount_gradio_app(
+        api, demo, path="/",
+        auth=logins,
+        max_file_size=max_file,
+        allowed_paths=[],
+        blocked_paths=[str(settings.storage.state_path()), str(cache / "jobs"), str(cache / "uploads")],
+        root_path=server.root_path or None,
+        show_error=False,
+        ssr_mode=False,
+        enable_monitoring=False,
+        footer_links=[],
+        run_history=False,
+        pwa=False,
+        mcp_server=False,
+        theme=theme,
+        i18n=gr.I18n(**gradio_translations()),
+    )
+    gradio_app.append(next(r.app for r in app.routes if type(getattr(r, "app", None)).__name__ == "App"))
+    # Gradio applies its own file checks (blocked paths, "was it uploaded") only once launch() has
+    # run, which a mounted app never does: make them apply too, behind ours (EventFileGuard).
+    demo.has_launched = True
     # Added innermost first: every request meets the Host check before anything else.
     request_cap = int(settings.audio.max_request_mb * 1024 * 1024)
     budget = UploadBudget(int(settings.storage.max_uploads_mb * 1024 * 1024), registry.stored_bytes)
@@ -301,11 +199,9 @@ def create_app(settings: Settings, ui: UiFactory, engine: Engine | None = None, 
         "/gradio_api/process_recording": (max_file, lambda: FileTooLargeError(
             f"the recording is larger than the {max_file >> 20} MB limit")),
     })
-
-    def known_session(session: str) -> bool:
-        return bool(demos) and session in demos[0]._queue.pending_messages_per_session
-
-    app.add_middleware(GradioRequestGuard, known_session=known_session, known_event=event_names.__contains__)
+    event_names = {fn.api_name for fn in demo.fns.values() if fn.api_name}
+    app.add_middleware(GradioRequestGuard, known_session=lambda s: s in demo._queue.pending_messages_per_session,
+                       known_event=event_names.__contains__)
     app.add_middleware(UiLanguage, locale_of=GRADIO_LOCALE, root_path=server.root_path)
     if server.auth:  # our login page in place of Gradio's; it logs in through Gradio's /login, behind LoginGuard
         add_login_page(app, ui_user, server.root_path)
@@ -392,10 +288,10 @@ def serve(
 
     os.environ["TMPDIR"] = str(settings.storage.cache_path() / "tmp")
     tempfile.tempdir = None
-    # The models load while the server starts; the UI is built once they are ready (LateUi).
+    # Models load while the UI is built: the two overlap on the cores and start-up is shorter.
     engine = engine or Engine(settings)
     start_engine_in_background(engine)
-    app, engine = create_app(settings, ui, engine, ui_later=True)
+    app, engine = create_app(settings, ui, engine)
     logger.info("serving on http://%s:%d (UI and API)", settings.server.host, settings.server.port)
     config = uvicorn.Config(app, host=settings.server.host, port=settings.server.port, log_level="warning",
                             timeout_graceful_shutdown=10)
