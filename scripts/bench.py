@@ -332,7 +332,8 @@ def render(results, audios, modes, dirs, onnx, args, models_root: Path, stamped:
         # FunASR's own output is the reference; our fp32 text should equal it (it is the same arithmetic).
         reference = rows.get("funasr", rows.get("fp32", [{"text": ""}]))[0]["text"]
         base, whole_base = med.get("funasr", {}).get("run_s"), med.get("funasr", {}).get("whole_s")
-        kind = ("of long-segment audio (pauses of 0.1-0.3 s: VAD segments run to the 30 s maximum)"
+        kind = ("of long-segment audio (pauses of 0.1-0.3 s, under FSMN-VAD's 800 ms end silence: the first "
+                "minute is cut at the 30 s maximum, the rest at 2-8 s, as FunASR's VAD does too)"
                 if audio == segment_audio else "of audio")
         lines += [f"## {duration / 60:g} minutes {kind}", "",
                   "| configuration | load s | run s | RTF | speed-up vs AutoModel | whole s | whole-process speed-up | "

@@ -3,7 +3,7 @@
 # arguments that produced the tables there. Each script replaces only its own marked blocks of the doc
 # (scripts/bench_report.py), each block stamped with the date, the machine and the command.
 #
-#   bash scripts/bench_all.sh                  # everything: about 1 h 35 min on 2 cores (+ 8 min with a GPU)
+#   bash scripts/bench_all.sh                  # everything: about 1 h 10 min on 2 cores (+ 8 min with a GPU)
 #   bash scripts/bench_all.sh startup live     # a subset, by name (see NAMES below)
 #   bash scripts/bench_all.sh --smoke          # the same commands with --smoke: tiny models, nothing written
 #
@@ -16,7 +16,7 @@ PY=.venv/bin/python
 NAMES=(offline startup live speakers hotwords contention profile gpu)
 # Minutes each takes in full on the 2-core machine, from the scripts' docstrings and the doc's own timings
 # (the first run also builds the full-size models, not counted); a smoke run takes about a minute each.
-declare -A MINUTES=([offline]=45 [startup]=3 [live]=8 [speakers]=18 [hotwords]=4 [contention]=10 [profile]=3 [gpu]=8)
+declare -A MINUTES=([offline]=20 [startup]=3 [live]=8 [speakers]=18 [hotwords]=4 [contention]=10 [profile]=3 [gpu]=8)
 
 usage() {
     sed -n '2,11s/^# \{0,1\}//p' "$0"
@@ -68,9 +68,9 @@ bench() {
 # The commands behind each name: the "Command:" of each table in docs/BENCHMARKS.md.
 run() {
     case "$1" in
-        offline) bench bench.py --minutes 10 60 --repeat 3 --modes funasr,fp32,bf16,int8,onnx-int8 \
-                     --long-modes funasr,int8 ;;
-        startup) bench bench_startup.py --repeat 5 ;;
+        offline) bench bench.py --minutes 10 60 --repeat 2 --modes funasr,fp32,int8,onnx-int8 --long-modes int8 \
+                     --long-segment-minutes 10 --segment-modes funasr,int8,onnx-int8 ;;
+        startup) bench bench_startup.py --repeat 3 ;;
         live) bench bench_live.py --streams 1,2,3 --seconds 60 --batches 1,2,4,8 ;;
         speakers)
             bench bench_speakers.py --models .cache/full-models --minutes 10 --only embeddings pipeline
