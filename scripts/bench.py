@@ -62,6 +62,19 @@ def make_audio(minutes: float, path: Path, pauses: tuple[float, ...] | None = No
     return path
 
 
+def benchmark_models(smoke: bool) -> Path:
+    """The models a benchmark runs on, built (or found up to date): tiny ones for a smoke run, else full-size."""
+    import make_test_models
+
+    if smoke:
+        root = REPO / ".cache" / "test-models"
+        make_test_models.main(["--out", str(root)])
+    else:
+        root = REPO / ".cache" / "full-models"
+        make_test_models.main(["--full", "--out", str(root)])
+    return root
+
+
 def service_cache(models_root: Path) -> Path:
     """The service's cache (converted int8/bf16 checkpoints) for one model set, so sizes are not mixed up."""
     return CACHE / "service-cache" / models_root.name
@@ -262,15 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(REPO / "scripts"))
-    import make_test_models
-
     if args.smoke:
         args.minutes, args.repeat = [20 / 60], 1
-        models_root = REPO / ".cache" / "test-models"
-        make_test_models.main(["--out", str(models_root)])
-    else:
-        models_root = REPO / ".cache" / "full-models"
-        make_test_models.main(["--full", "--out", str(models_root)])
+    models_root = benchmark_models(args.smoke)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     dirs = model_dirs(models_root)
     onnx: dict[str, Path] | str = "not requested"

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench import CACHE, make_audio, measure  # noqa: E402
+from bench import CACHE, benchmark_models, make_audio, measure  # noqa: E402
 from bench_report import invocation, stamp, write_section  # noqa: E402
 
 #: GNU OpenMP's documented default when neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set.
@@ -85,7 +85,6 @@ def run_rounds(modes: list[str], audio: Path, models_root: Path, repeat: int, bu
 def render(results: dict[tuple, list[dict]], modes: list[str], seconds: float, repeat: int, busy: int,
            smoke: bool) -> str:
     lines = [
-        "## On a busy CPU", "",
         stamp(invocation()), "",
         f"{'Tiny' if smoke else 'Full-size'} models, {seconds:g} s of espeak-ng Mandarin, {repeat} round(s), medians; "
         f"busy = {busy} other process(es) spinning at normal priority, one per CPU. "
@@ -116,15 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--busy", type=int, default=os.cpu_count() or 2, help="busy processes (default: one per CPU)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "BENCHMARKS.md")
     args = parser.parse_args(argv)
-    import make_test_models
-
     if args.smoke:
         args.seconds, args.repeat = 10.0, 1
-        models_root = REPO / ".cache" / "test-models"
-        make_test_models.main(["--out", str(models_root)])
-    else:
-        models_root = REPO / ".cache" / "full-models"
-        make_test_models.main(["--full", "--out", str(models_root)])
+    models_root = benchmark_models(args.smoke)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     audio = make_audio(args.seconds / 60, CACHE / f"zh_{args.seconds / 60:g}min_16k.wav")
     results = run_rounds(modes, audio, models_root, args.repeat, args.busy)

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench import CACHE, make_audio, service_cache  # noqa: E402
+from bench import CACHE, benchmark_models, make_audio, service_cache  # noqa: E402
 from bench_report import invocation, stamp, write_section  # noqa: E402
 
 STAGES = ("decode_s", "vad_s", "asr_s", "punc_s", "itn_s", "total_s")
@@ -49,7 +49,7 @@ def profile(models_root: Path, audio: Path, precision: str, rows: int) -> tuple[
 
 
 def render(timings: dict, top: list, mode: str, seconds: float, smoke: bool) -> str:
-    lines = ["## Where the time goes", "", stamp(invocation()), "",
+    lines = [stamp(invocation()), "",
              f"{'Tiny' if smoke else 'Full-size'} models at the default precision ({mode}), {seconds:g} s of "
              "espeak-ng Mandarin, the second transcription in one process.", "",
              "| stage | " + " | ".join(s.removesuffix("_s") for s in STAGES) + " |",
@@ -68,15 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=15, help="operators listed (default 15)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "BENCHMARKS.md")
     args = parser.parse_args(argv)
-    import make_test_models
-
     if args.smoke:
         args.seconds = 20.0
-        models_root = REPO / ".cache" / "test-models"
-        make_test_models.main(["--out", str(models_root)])
-    else:
-        models_root = REPO / ".cache" / "full-models"
-        make_test_models.main(["--full", "--out", str(models_root)])
+    models_root = benchmark_models(args.smoke)
     audio = make_audio(args.seconds / 60, CACHE / f"zh_{args.seconds / 60:g}min_16k.wav")
     timings, top, mode = profile(models_root, audio, args.precision, args.rows)
     report = render(timings, top, mode, args.seconds, args.smoke)
