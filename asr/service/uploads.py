@@ -164,12 +164,9 @@ def add_ui_upload_route(app: Any, registry: UploadRegistry, max_file_bytes: int,
     own: whatever goes wrong (too large, a full disk, the client gone) the folder is removed,
     so nothing partial is left, and the error is the service's own. What succeeds is kept
     (``UploadRegistry.keep``) and registered."""
+    from gradio.route_utils import MultiPartException, upload_fn
 
     async def upload(request: Request) -> Any:
-        # Imported here, not at registration: the route is added before the server starts, and
-        # Gradio's import (seconds) is kept off the start-up path (the UI is built later, LateUi).
-        from gradio.route_utils import MultiPartException, upload_fn
-
         if logins_on and ui_user(request) is None:
             raise LoginRequiredError("log in first")
         staging = registry.staging / uuid.uuid4().hex
